@@ -1,0 +1,48 @@
+"""di_tasks: dependency injection whose resolution scopes own a background-task collector.
+
+Everything public is imported from here; the modules behind it are private.
+"""
+
+from ._container import Container as Container
+from ._container import TaskErrorHook as TaskErrorHook
+from ._errors import BackgroundTaskError as BackgroundTaskError
+from ._errors import DependencyCycleError as DependencyCycleError
+from ._errors import DITasksError as DITasksError
+from ._errors import MissingValueError as MissingValueError
+from ._errors import ScopeError as ScopeError
+from ._errors import WiringError as WiringError
+from ._flush import Flusher as Flusher
+from ._flush import InProcessFlusher as InProcessFlusher
+from ._inspect import Kind as Kind
+from ._markers import Depends as Depends
+from ._markers import ScopeName as ScopeName
+from ._scope import Scope as Scope
+from ._solve import Graph as Graph
+from ._solve import Node as Node
+from ._solve import ValueNeed as ValueNeed
+from ._tasks import BackgroundTasks as BackgroundTasks
+from ._tasks import Task as Task
+from ._tasks import TaskState as TaskState
+
+__all__ = (
+    "BackgroundTaskError",
+    "BackgroundTasks",
+    "Container",
+    "DITasksError",
+    "DependencyCycleError",
+    "Depends",
+    "Flusher",
+    "Graph",
+    "InProcessFlusher",
+    "Kind",
+    "MissingValueError",
+    "Node",
+    "Scope",
+    "ScopeError",
+    "ScopeName",
+    "Task",
+    "TaskErrorHook",
+    "TaskState",
+    "ValueNeed",
+    "WiringError",
+)

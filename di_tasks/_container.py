@@ -1,0 +1,387 @@
+"""The container: overrides, app-scoped values, solved plans and the flush policy."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal, Protocol, TypeVar, overload
+
+import anyio
+import anyio.lowlevel
+
+from ._errors import ScopeError, WiringError
+from ._flush import Flusher, InProcessFlusher
+from ._inspect import Kind, kind_of, qualname
+from ._scope import Scope, Teardown, execute, setup_generator, unwind
+from ._solve import CONTAINER, SCOPE, TASKS, Graph, Plan, Solver, Step, TaskSpec, register_special
+from ._tasks import BackgroundTasks, Task
+
+T = TypeVar("T")
+
+# One capacity limiter per container per event loop: a limiter belongs to the loop it was made in.
+_limiters: anyio.lowlevel.RunVar[weakref.WeakKeyDictionary[Container, anyio.CapacityLimiter]] = anyio.lowlevel.RunVar(
+    "di_tasks_limiters"
+)
+
+
+class TaskErrorHook(Protocol):
+    """Called with each failed task and its exception, after it was logged."""
+
+    def __call__(self, task: Task, exc: BaseException, /) -> object:
+        """React to a failure (report it, count it); exceptions raised here are logged and ignored."""
+        ...
+
+
+class Container:
+    """Owns overrides, app-scoped values, solved plans and the flush policy.
+
+    ``async with container:`` is the app lifetime: app-scoped dependencies are created once inside it and
+    torn down, last-in first-out, at its exit.
+    """
+
+    def __init__(
+        self,
+        *,
+        values: dict[str, Any] | None = None,
+        flusher: Flusher | None = None,
+        task_concurrency: int = 1,
+        task_timeout: float | None = None,
+        task_threads: int = 10,
+        run_tasks_on_error: bool = False,
+        on_task_error: TaskErrorHook | None = None,
+    ) -> None:
+        """Make a container.
+
+        Args:
+            values: app-wide values by name, visible to every dependency (app-scoped ones see only these).
+            flusher: what happens to a scope's tasks at exit; default: run them in-process.
+            task_concurrency: with the default flusher, how many tasks of one scope may run at once.
+            task_timeout: default per-task timeout in seconds (``None``: none).
+            task_threads: how many sync tasks may run in worker threads at once; a limiter of their own, so
+                background work never starves the app's thread pool.
+            run_tasks_on_error: run the pending tasks even when the scope's body raised.
+            on_task_error: called with each failed task and its exception.
+
+        Raises:
+            ValueError: a count below 1 or a negative timeout.
+        """
+        if task_threads < 1:
+            raise ValueError(f"Container(task_threads=...) must be at least 1, got {task_threads!r}")
+        if task_timeout is not None and task_timeout <= 0:
+            raise ValueError(f"Container(task_timeout=...) must be positive or None, got {task_timeout!r}")
+        self._values: dict[str, Any] = dict(values or {})
+        self.flusher: Flusher = flusher if flusher is not None else InProcessFlusher(task_concurrency)
+        self.task_timeout = task_timeout
+        self.task_threads = task_threads
+        self.run_tasks_on_error = run_tasks_on_error
+        self.on_task_error = on_task_error
+        self._overrides: dict[Any, Callable[..., Any]] = {}
+        self._override_key: tuple[tuple[int, int], ...] = ()
+        self._plan_caches: dict[tuple[tuple[int, int], ...], dict[Any, Plan]] = {(): {}}
+        self._plans = self._plan_caches[()]
+        self._task_specs: dict[Any, TaskSpec] = {}
+        self._app_cache: dict[Any, Any] = {}
+        self._app_teardown: list[Teardown] = []
+        self._app_lock: anyio.Lock | None = None
+        self._entered = 0
+
+    # -- solving -------------------------------------------------------------------------------------------
+
+    def solve(self, func: Callable[..., Any]) -> Graph:
+        """Validate ``func``'s whole dependency graph without calling anything.
+
+        Returns:
+            The :class:`Graph`: its nodes, the values it needs from outside.
+
+        Raises:
+            WiringError: a signature cannot be used (with the path).
+            DependencyCycleError: the graph has a cycle.
+            ScopeError: a dependency needs a shorter-lived one.
+        """
+        return self._plan(func, 0).graph
+
+    def _plan(self, func: Callable[..., Any], nargs: int) -> Plan:
+        key: Any = func if nargs == 0 else (func, nargs)
+        try:
+            return self._plans[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable callable: solved every time, correct but slower
+            return Solver(self._overrides).solve(func, nargs)
+        plan = Solver(self._overrides).solve(func, nargs)
+        self._plans[key] = plan
+        return plan
+
+    def _task_spec(self, func: Callable[..., Any]) -> TaskSpec:
+        try:
+            spec = self._task_specs.get(func)
+        except TypeError:
+            spec = None
+        if spec is not None:
+            return spec
+        spec = self._make_task_spec(func)
+        try:
+            self._task_specs[func] = spec
+        except TypeError:
+            pass
+        return spec
+
+    def _make_task_spec(self, func: Callable[..., Any]) -> TaskSpec:
+        if inspect.isawaitable(func):
+            raise TypeError(
+                f"add_task() takes a function and its arguments, got the awaitable {func!r}; write "
+                "add_task(f, arg) instead of add_task(f(arg))"
+            )
+        if not callable(func):
+            raise TypeError(f"add_task() takes a function and its arguments, got {func!r}, which is not callable")
+        kind = kind_of(func)
+        if kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR):
+            raise TypeError(f"add_task({qualname(func)}, ...): a generator function cannot be a background task")
+        try:
+            plan = Solver({}).solve(func, 0)
+        except WiringError as exc:
+            raise TypeError(f"add_task({qualname(func)}, ...): {exc}") from exc
+        try:
+            signature = inspect.signature(func)
+        except (TypeError, ValueError):
+            signature = None  # some builtins have none; the call itself will check
+        if plan.steps[:-1] or plan.graph.root.wants_tasks or _has_special(plan):
+            if signature is not None:
+                injected = {name for name, _ in plan.steps[-1].kw if _injected(plan, name)}
+                if any(p.kind is inspect.Parameter.POSITIONAL_ONLY for p in signature.parameters.values()):
+                    raise TypeError(
+                        f"add_task({qualname(func)}, ...): a task with injected parameters cannot have "
+                        "positional-only parameters; make them regular parameters"
+                    )
+                signature = signature.replace(parameters=[p for p in signature.parameters.values() if p.name not in injected])
+            return TaskSpec(func, plan, signature)
+        return TaskSpec(func, None, signature)
+
+    # -- scopes --------------------------------------------------------------------------------------------
+
+    def scope(self, **values: Any) -> Scope:
+        """Open a request scope: ``async with container.scope(user=u) as scope: await scope.call(f)``.
+
+        Args:
+            **values: values by name, visible to every dependency resolved in the scope.
+
+        Returns:
+            The :class:`Scope`, an async context manager that yields itself and exits in the documented order.
+        """
+        return Scope(self, {**self._values, **values} if self._values else values)
+
+    @overload
+    async def call(self, func: Callable[..., Awaitable[T]], /, *args: Any, **values: Any) -> T: ...
+    @overload
+    async def call(self, func: Callable[..., T], /, *args: Any, **values: Any) -> T: ...
+    async def call(self, func: Callable[..., Any], /, *args: Any, **values: Any) -> Any:
+        """Open a request scope, resolve ``func``'s dependencies, call it, exit the scope (flushing its tasks).
+
+        Args:
+            func: the function to call, sync or async.
+            *args: positional arguments for its leading parameters.
+            **values: values by name, visible to every dependency at every depth.
+
+        Returns:
+            What ``func`` returns (awaited if async), after its tasks have run.
+
+        Raises:
+            BackgroundTaskError: one or more tasks failed (all of them ran).
+            MissingValueError, WiringError, DependencyCycleError, ScopeError: the graph cannot be resolved.
+        """
+        plan = self._plan(func, len(args))
+        scope = Scope(self, {**self._values, **values} if self._values else values)
+        try:
+            result = await execute(plan, scope, args, scope.values)
+        except BaseException as exc:
+            await scope.close(exc)
+            raise
+        await scope.close()
+        return result
+
+    @overload
+    def run(self, func: Callable[..., Awaitable[T]], /, *args: Any, backend: Literal["asyncio", "trio"] = "asyncio", **values: Any) -> T: ...
+    @overload
+    def run(self, func: Callable[..., T], /, *args: Any, backend: Literal["asyncio", "trio"] = "asyncio", **values: Any) -> T: ...
+    def run(self, func: Callable[..., Any], /, *args: Any, backend: Literal["asyncio", "trio"] = "asyncio", **values: Any) -> Any:
+        """Like :meth:`call`, from synchronous code: starts an event loop, enters the container if it is not
+        entered yet (so app-scoped dependencies are set up and torn down), and returns the result.
+
+        Args:
+            func: the function to call.
+            *args: positional arguments for its leading parameters.
+            backend: the AnyIO backend, ``"asyncio"`` or ``"trio"``.
+            **values: values by name, visible at every depth.
+
+        Raises:
+            RuntimeError: called from inside a running event loop (use ``await container.call(...)``).
+            ValueError: an unknown backend.
+        """
+        if backend not in ("asyncio", "trio"):
+            raise ValueError(f"Container.run(backend=...) must be 'asyncio' or 'trio', got {backend!r}")
+        try:
+            anyio.get_current_task()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError(
+                f"Container.run({qualname(func)}) was called inside a running event loop; use "
+                "'await container.call(...)' there"
+            )
+
+        async def main() -> Any:
+            if self._entered:
+                return await self.call(func, *args, **values)
+            async with self:
+                return await self.call(func, *args, **values)
+
+        return anyio.run(main, backend=backend)
+
+    async def __aenter__(self) -> Container:
+        self._entered += 1
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._entered -= 1
+        if self._entered:
+            return
+        exc = exc_info[1] if isinstance(exc_info[1], BaseException) else None
+        stack, self._app_teardown = self._app_teardown, []
+        self._app_cache.clear()
+        self._app_lock = None
+        error = await unwind(stack, exc)
+        if error is not None and error is not exc:
+            raise error
+
+    async def _app_value(self, step: Step, pos: list[Any], kw: dict[str, Any]) -> Any:
+        if not self._entered:
+            raise ScopeError(
+                f"{step.name} is app-scoped, but the container's app lifetime is not open; wrap the app in "
+                "'async with container:' (the ASGI middleware does this on lifespan startup, Container.run does "
+                "it for you)"
+            )
+        if self._app_lock is None:
+            self._app_lock = anyio.Lock()
+        async with self._app_lock:  # concurrent first uses create the value once
+            try:
+                return self._app_cache[step.call]
+            except KeyError:
+                pass
+            kind = step.kind
+            if kind is Kind.ASYNC:
+                value = await step.call(*pos, **kw)
+            elif kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR):
+                value = await setup_generator(step, step.call, pos, kw, self._app_teardown)
+            elif step.to_thread:
+                value = await anyio.to_thread.run_sync(functools.partial(step.call, *pos, **kw))
+            else:
+                value = step.call(*pos, **kw)
+            self._app_cache[step.call] = value
+            return value
+
+    # -- overrides -----------------------------------------------------------------------------------------
+
+    @contextmanager
+    def override(self, target: Callable[..., Any], replacement: Callable[..., Any]) -> Iterator[None]:
+        """Inside the block, every resolution of ``target`` (a function or a class) calls ``replacement``,
+        whose own dependencies are resolved. Nests; restores the previous state on exit.
+
+        Raises:
+            TypeError: ``target`` or ``replacement`` is not callable.
+        """
+        for what, obj in (("target", target), ("replacement", replacement)):
+            if not callable(obj):
+                raise TypeError(f"Container.override(): the {what} must be a function or a class, got {obj!r}")
+        previous = dict(self._overrides)
+        previous_key = self._override_key
+        self._overrides[target] = replacement
+        self._set_overrides()
+        try:
+            yield
+        finally:
+            dropped = self._override_key
+            self._overrides = previous
+            self._set_overrides()
+            if dropped != previous_key and dropped not in self._active_keys():
+                self._plan_caches.pop(dropped, None)  # leave nothing behind
+
+    def _active_keys(self) -> set[tuple[tuple[int, int], ...]]:
+        return {self._override_key}
+
+    def _set_overrides(self) -> None:
+        self._override_key = tuple(sorted((id(k), id(v)) for k, v in self._overrides.items()))
+        self._plans = self._plan_caches.setdefault(self._override_key, {})
+
+    # -- tasks ---------------------------------------------------------------------------------------------
+
+    def _thread_limiter(self) -> anyio.CapacityLimiter:
+        try:
+            limiters = _limiters.get()
+        except LookupError:
+            limiters = weakref.WeakKeyDictionary()
+            _limiters.set(limiters)
+        limiter = limiters.get(self)
+        if limiter is None:
+            limiter = limiters[self] = anyio.CapacityLimiter(self.task_threads)
+        return limiter
+
+    async def _call_task(self, spec: TaskSpec, args: tuple[Any, ...], kwargs: dict[str, Any], *, abandon: bool) -> Any:
+        assert spec.plan is not None  # noqa: S101  # only called for tasks with dependencies
+        values = spec.signature.bind(*args, **kwargs).arguments if spec.signature is not None else kwargs
+        values = {**self._values, **values} if self._values else dict(values)
+        scope = Scope(self, values)
+        limiter = None if spec.is_async else self._thread_limiter()
+        plan = self._plan(spec_func(spec), 0)  # solved under the overrides active now
+        try:
+            result = await execute(plan, scope, (), values, root_limiter=limiter)
+        except BaseException as exc:
+            await scope.close(exc)
+            raise
+        await scope.close()
+        return result
+
+    def _report_task_error(self, task: Task, exc: BaseException) -> None:
+        if self.on_task_error is None:
+            return
+        try:
+            self.on_task_error(task, exc)
+        except Exception:
+            from ._tasks import logger
+
+            logger.exception("the on_task_error hook raised while reporting background task %s", task.name)
+
+    # -- injection -----------------------------------------------------------------------------------------
+
+    def inject(self, func: Callable[..., T]) -> Callable[..., T]:
+        """Decorate ``func`` so its injected parameters are resolved in the current scope (see ``_inject``)."""
+        from ._inject import inject
+
+        return inject(self, func)
+
+
+def spec_func(spec: TaskSpec) -> Callable[..., Any]:
+    assert spec.plan is not None  # noqa: S101  # only for tasks with dependencies
+    return spec.plan.steps[-1].call
+
+
+def _injected(plan: Plan, name: str) -> bool:
+    from ._solve import VALUE
+
+    for n, src in plan.steps[-1].kw:
+        if n == name:
+            return bool(src[0] != VALUE)
+    return False
+
+
+def _has_special(plan: Plan) -> bool:
+    return any(src[0] in (TASKS, SCOPE, CONTAINER) for _, src in plan.steps[-1].kw) or any(
+        src[0] in (TASKS, SCOPE, CONTAINER) for src in plan.steps[-1].pos
+    )
+
+
+register_special(BackgroundTasks, TASKS)
+register_special(Scope, SCOPE)
+register_special(Container, CONTAINER)

@@ -1,0 +1,59 @@
+"""The flush seam: what happens to a scope's tasks when it exits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import anyio
+
+from ._tasks import Task
+
+
+class Flusher(Protocol):
+    """Receives the tasks of a scope when it exits.
+
+    Implementations run them in-process (the default, :class:`InProcessFlusher`), record them for tests,
+    or hand them to an external queue. ``flush`` returns once the tasks are dealt with; a task's outcome is
+    recorded on the task itself (``Task.run`` does that for in-process runners, ``Task.mark`` for the others).
+    """
+
+    async def flush(self, tasks: Sequence[Task], /) -> None:
+        """Deal with ``tasks``, in the order they were added."""
+        ...
+
+
+class InProcessFlusher:
+    """Run tasks in this process: one at a time in order, or up to ``concurrency`` at once.
+
+    One failing task never stops the others: ``Task.run`` records and logs each failure.
+    """
+
+    def __init__(self, concurrency: int = 1) -> None:
+        """Make a runner.
+
+        Args:
+            concurrency: how many tasks of one scope may run at once (1: in order, one at a time).
+
+        Raises:
+            ValueError: ``concurrency`` is less than 1.
+        """
+        if concurrency < 1:
+            raise ValueError(f"InProcessFlusher(concurrency=...) must be at least 1, got {concurrency!r}")
+        self.concurrency = concurrency
+
+    async def flush(self, tasks: Sequence[Task], /) -> None:
+        """Run ``tasks`` (see the class docstring)."""
+        if self.concurrency == 1 or len(tasks) == 1:
+            for task in tasks:
+                await task.run()
+            return
+        limiter = anyio.Semaphore(self.concurrency)
+
+        async def run_one(task: Task) -> None:
+            async with limiter:
+                await task.run()
+
+        async with anyio.create_task_group() as tg:
+            for task in tasks:
+                tg.start_soon(run_one, task)

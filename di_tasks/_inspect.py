@@ -1,0 +1,126 @@
+"""Signature analysis: the only place that calls ``inspect``. Runs at solve time, never per resolution."""
+
+from __future__ import annotations
+
+import enum
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, get_args, get_origin
+
+from ._errors import WiringError
+from ._markers import Dependency
+
+EMPTY: Final[Any] = inspect.Parameter.empty
+
+
+class Kind(enum.Enum):
+    """How a dependency produces its value."""
+
+    SYNC = "sync"
+    ASYNC = "async"
+    GENERATOR = "generator"
+    ASYNC_GENERATOR = "async generator"
+    CLASS = "class"
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One parameter of an analysed callable."""
+
+    name: str
+    kind: inspect._ParameterKind
+    annotation: Any  # the type with ``Annotated`` metadata stripped, or EMPTY
+    marker: Dependency | None
+    default: Any  # EMPTY when there is none
+
+
+@dataclass(frozen=True, slots=True)
+class CallableInfo:
+    """What the solver needs to know about one callable."""
+
+    call: Callable[..., Any]
+    name: str
+    kind: Kind
+    params: tuple[Param, ...]
+
+
+def qualname(obj: object) -> str:
+    """A readable qualified name for a callable, used in every message."""
+    target = obj
+    while isinstance(target, functools.partial):
+        target = target.func
+    name = getattr(target, "__qualname__", None)
+    if name is None:  # a callable instance
+        name = f"{type(target).__qualname__} instance"
+    module = getattr(target, "__module__", None) or type(target).__module__
+    if module and module not in ("builtins", "__main__"):
+        return f"{module}.{name}"
+    return str(name)
+
+
+def kind_of(call: Callable[..., Any]) -> Kind:
+    """Classify a callable; partials and callable instances are looked through."""
+    target: Any = call
+    while isinstance(target, functools.partial):
+        target = target.func
+    if inspect.isclass(target):
+        return Kind.CLASS
+    if not (inspect.isfunction(target) or inspect.ismethod(target) or inspect.isbuiltin(target)):
+        target = getattr(target, "__call__", target)  # noqa: B004  # a callable instance: look at __call__
+    if inspect.isasyncgenfunction(target):
+        return Kind.ASYNC_GENERATOR
+    if inspect.isgeneratorfunction(target):
+        return Kind.GENERATOR
+    if inspect.iscoroutinefunction(target):
+        return Kind.ASYNC
+    return Kind.SYNC
+
+
+def _split_annotation(annotation: Any, name: str, owner: str) -> tuple[Any, Dependency | None]:
+    if get_origin(annotation) is not Annotated:
+        return annotation, None
+    base, *metadata = get_args(annotation)
+    markers = [m for m in metadata if isinstance(m, Dependency)]
+    if len(markers) > 1:
+        raise WiringError(
+            f"parameter {name!r} of {owner} has {len(markers)} Depends markers in its Annotated[...]; keep one"
+        )
+    return base, (markers[0] if markers else None)
+
+
+def analyse(call: Callable[..., Any]) -> CallableInfo:
+    """Read a callable's kind and parameters, with string annotations evaluated.
+
+    Raises:
+        WiringError: not callable, no readable signature, an annotation that cannot be evaluated, or a
+            marker used twice on one parameter.
+    """
+    if not callable(call):
+        raise WiringError(f"{call!r} is not callable; pass a function, a class or a callable instance")
+    if inspect.iscoroutine(call) or inspect.isawaitable(call):
+        raise WiringError(f"{call!r} is an awaitable object, not a function; pass the function itself")
+    owner = qualname(call)
+    try:
+        signature = inspect.signature(call, eval_str=True)
+    except (NameError, SyntaxError) as exc:
+        raise WiringError(
+            f"cannot evaluate the annotations of {owner}: {exc}. Forward references must name something "
+            "importable from the function's module (move locally defined classes to module level)"
+        ) from exc
+    except (TypeError, ValueError) as exc:
+        raise WiringError(f"cannot read the signature of {owner}: {exc}") from exc
+    params: list[Param] = []
+    for p in signature.parameters.values():
+        annotation, marker = _split_annotation(p.annotation, p.name, owner)
+        default = p.default
+        if isinstance(default, Dependency):
+            if marker is not None:
+                raise WiringError(
+                    f"parameter {p.name!r} of {owner} has a Depends marker both in Annotated[...] and as its "
+                    "default; keep the one in Annotated[...]"
+                )
+            marker, default = default, EMPTY
+        params.append(Param(p.name, p.kind, annotation, marker, default))
+    return CallableInfo(call, owner, kind_of(call), tuple(params))

@@ -1,0 +1,73 @@
+"""The ``Depends`` marker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final, Literal
+
+ScopeName = Literal["app", "request", "call"]
+"""The lifetimes a dependency can have, longest first: ``app`` ⊃ ``request`` ⊃ ``call``."""
+
+SCOPE_RANK: Final[dict[str, int]] = {"app": 0, "request": 1, "call": 2}
+
+
+class Dependency:
+    """What ``Depends(...)`` returns: the callable to resolve and how to cache it.
+
+    Users write ``Depends(...)``; this class is what the resolver finds in ``Annotated`` metadata or as a
+    parameter default.
+    """
+
+    __slots__ = ("dependency", "scope", "sync_to_thread", "use_cache")
+
+    def __init__(
+        self,
+        dependency: Callable[..., Any] | None,
+        use_cache: bool,
+        scope: ScopeName | None,
+        sync_to_thread: bool,
+    ) -> None:
+        self.dependency = dependency
+        self.use_cache = use_cache
+        self.scope = scope
+        self.sync_to_thread = sync_to_thread
+
+    def __repr__(self) -> str:
+        name = getattr(self.dependency, "__qualname__", repr(self.dependency))
+        return f"Depends({name}, use_cache={self.use_cache}, scope={self.scope!r})"
+
+
+def Depends(  # noqa: N802  # a marker factory named like FastAPI's, on purpose
+    dependency: Callable[..., Any] | None = None,
+    *,
+    use_cache: bool = True,
+    scope: ScopeName | None = None,
+    sync_to_thread: bool = False,
+) -> Any:
+    """Mark a parameter as filled by calling ``dependency``.
+
+    Use it in ``Annotated[T, Depends(f)]`` (preferred) or as a default, ``x: T = Depends(f)``.
+
+    Args:
+        dependency: a function, async function, (async) generator function or class. ``None`` uses the
+            parameter's annotated class, as in ``Annotated[Database, Depends()]``.
+        use_cache: reuse the value already computed in the dependency's scope (the default); ``False``
+            calls it again at every place it is asked for.
+        scope: ``"app"``, ``"request"`` (the default) or ``"call"``. The value is cached in that scope and,
+            for a generator, torn down when the scope exits.
+        sync_to_thread: run a synchronous dependency in a worker thread instead of inline on the event loop.
+
+    Returns:
+        The marker. Its static type is ``Any`` so the default-value form type-checks.
+
+    Raises:
+        TypeError: ``dependency`` is not callable, or ``scope`` is not one of the three names.
+    """
+    if dependency is not None and not callable(dependency):
+        raise TypeError(
+            f"Depends() takes a callable (a function or a class), got {dependency!r}; "
+            "pass the function itself, not the result of calling it"
+        )
+    if scope is not None and scope not in SCOPE_RANK:
+        raise TypeError(f"Depends(scope=...) must be 'app', 'request' or 'call', got {scope!r}")
+    return Dependency(dependency, use_cache, scope, sync_to_thread)

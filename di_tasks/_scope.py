@@ -1,0 +1,331 @@
+"""Scopes: executing a plan, caching per lifetime, tearing down, and the exit order."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import types
+import warnings
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import anyio
+
+from ._errors import BackgroundTaskError, DITasksError, MissingValueError, ScopeError
+from ._inspect import EMPTY, Kind
+from ._solve import APP_VALUE, CACHE_APP, CACHE_REQUEST, CONTAINER, SCOPE, SLOT, TASKS, Plan, ValueNeed
+from ._tasks import BackgroundTasks, TaskState
+
+if TYPE_CHECKING:
+    from ._container import Container
+
+T = TypeVar("T")
+logger: Final = logging.getLogger("di_tasks")
+_MISSING: Final[Any] = object()
+
+current_scope: ContextVar[Scope | None] = ContextVar("di_tasks.current_scope", default=None)
+"""The scope ``Container.inject`` resolves in: set by the ASGI middleware and by ``Container.scope()``."""
+
+# A teardown entry: (generator, is_async, to_thread, name)
+Teardown = tuple[Any, bool, bool, str]
+
+_OPEN, _CLOSING, _CLOSED = 0, 1, 2
+
+
+def _missing(need: ValueNeed) -> MissingValueError:
+    hint = f"{need.annotation.__name__} " if isinstance(need.annotation, type) else ""
+    return MissingValueError(
+        f"no value for parameter {need.name!r} of {need.function}: it has no Depends marker, no default, and no "
+        f"{hint}value was given by name{' or bound by type' if hint else ''}. Pass {need.name}=... to "
+        "call()/run()/scope(), give the parameter a default, or declare it with Depends(...)",
+        parameter=need.name,
+        function=need.function,
+        path=need.path,
+    )
+
+
+async def unwind(stack: list[Teardown], exc: BaseException | None) -> BaseException | None:
+    """Tear generators down last-in first-out; returns the exception to raise afterwards (if any).
+
+    The body's exception is thrown into each generator so it can react, but a generator cannot swallow
+    it: suppressing an error in teardown would hide it from the caller. An exception raised by a
+    teardown replaces the current one (chained) and is passed on to the next teardowns.
+    """
+    while stack:
+        gen, is_async, to_thread, name = stack.pop()
+        try:
+            if exc is None:
+                if is_async:
+                    await gen.__anext__()
+                elif to_thread:
+                    await anyio.to_thread.run_sync(next, gen)
+                else:
+                    next(gen)
+            elif is_async:
+                await gen.athrow(exc)
+            elif to_thread:
+                await anyio.to_thread.run_sync(gen.throw, exc)
+            else:
+                gen.throw(exc)
+        except (StopIteration, StopAsyncIteration):
+            continue
+        except BaseException as new:  # noqa: BLE001  # the teardown's own error replaces the current one
+            if new is not exc:
+                exc = new
+            continue
+        # the generator yielded again instead of finishing
+        if is_async:
+            await gen.aclose()
+        else:
+            gen.close()
+        error = DITasksError(
+            f"generator dependency {name} yielded more than once; a dependency must yield exactly one value"
+        )
+        if exc is not None:
+            error.__context__ = exc
+        exc = error
+    return exc
+
+
+async def execute(plan: Plan, scope: Scope, args: tuple[Any, ...], values: dict[str, Any], root_limiter: Any = None) -> Any:
+    """Run a plan in ``scope``: compute every step in order, then call the root with the caller's ``args``.
+
+    Call-scoped generators are torn down before this returns.
+    """
+    container = scope.container
+    results: list[Any] = [None] * len(plan.steps)
+    call_stack: list[Teardown] = []
+    types_ = scope.types
+    last = len(plan.steps) - 1
+    try:
+        for step in plan.steps:
+            cache = step.cache
+            if cache == CACHE_REQUEST:
+                value = scope.cache.get(step.call, _MISSING)
+                if value is not _MISSING:
+                    results[step.slot] = value
+                    continue
+            elif cache == CACHE_APP:
+                value = container._app_cache.get(step.call, _MISSING)
+                if value is not _MISSING:
+                    results[step.slot] = value
+                    continue
+            pos: list[Any] = []
+            kw: dict[str, Any] = {}
+            for src in step.pos:
+                pos.append(_arg(src, results, scope, values, types_))
+            for name, src in step.kw:
+                kw[name] = _arg(src, results, scope, values, types_)
+            if step.slot == last and args:
+                pos[:0] = args
+            kind = step.kind
+            call = step.call
+            if cache == CACHE_APP:
+                value = await container._app_value(step, pos, kw)
+                results[step.slot] = value
+                continue
+            if kind is Kind.ASYNC:
+                value = await call(*pos, **kw)
+            elif kind is Kind.SYNC or kind is Kind.CLASS:
+                if step.to_thread:
+                    value = await anyio.to_thread.run_sync(functools.partial(call, *pos, **kw))
+                elif root_limiter is not None and step.slot == last:
+                    value = await anyio.to_thread.run_sync(functools.partial(call, *pos, **kw), limiter=root_limiter)
+                else:
+                    value = call(*pos, **kw)
+                if type(value) is types.CoroutineType:
+                    value.close()
+                    raise DITasksError(
+                        f"{step.name} is a plain function but returned a coroutine; declare it with 'async def' "
+                        "so it is awaited"
+                    )
+            else:
+                stack = call_stack if step.teardown == 2 else scope._teardown
+                value = await setup_generator(step, call, pos, kw, stack)
+            if cache == CACHE_REQUEST:
+                scope.cache[step.call] = value
+            results[step.slot] = value
+    except BaseException as exc:
+        if call_stack:
+            error = await unwind(call_stack, exc)
+            if error is not exc and error is not None:
+                raise error from None
+        raise
+    if call_stack:
+        error = await unwind(call_stack, None)
+        if error is not None:
+            raise error
+    return results[last]
+
+
+async def setup_generator(step: Any, call: Callable[..., Any], pos: list[Any], kw: dict[str, Any], stack: list[Teardown]) -> Any:
+    """Start a generator dependency, push its teardown, and return the value it yields."""
+    gen = call(*pos, **kw)
+    try:
+        if step.kind is Kind.ASYNC_GENERATOR:
+            value = await gen.__anext__()
+        elif step.to_thread:
+            value = await anyio.to_thread.run_sync(next, gen)
+        else:
+            value = next(gen)
+    except (StopIteration, StopAsyncIteration):
+        raise DITasksError(
+            f"generator dependency {step.name} returned without yielding; it must yield exactly one value"
+        ) from None
+    stack.append((gen, step.kind is Kind.ASYNC_GENERATOR, step.to_thread, step.name))
+    return value
+
+
+def _arg(src: tuple[Any, ...], results: list[Any], scope: Scope, values: dict[str, Any], types_: dict[type, Any]) -> Any:
+    code = src[0]
+    if code == SLOT:
+        return results[src[1]]
+    if code == TASKS:
+        return scope.tasks
+    if code == SCOPE:
+        return scope
+    if code == CONTAINER:
+        return scope.container
+    if code == APP_VALUE:
+        values, types_ = scope.container._values, {}
+    value = values.get(src[1], _MISSING)
+    if value is _MISSING:
+        bound = src[2]
+        if bound is not None:
+            value = types_.get(bound, _MISSING)
+        if value is _MISSING:
+            value = src[3]
+            if value is EMPTY:
+                raise _missing(src[4])
+    return value
+
+
+class Scope:
+    """A request scope: its values, its cache, its generators to tear down, and its task collector.
+
+    Get one from ``async with container.scope(**values) as scope``. ``scope.call(f)`` resolves and calls
+    ``f`` in it; on exit the scope runs its tasks and tears down in the documented order.
+
+    Attributes:
+        container: the container it belongs to.
+        values: values given by name, visible to every dependency at every depth.
+        types: values bound by type (see :meth:`bind`).
+        tasks: the scope's :class:`BackgroundTasks`, one per scope.
+        cache: request-scoped values computed so far.
+    """
+
+    __slots__ = ("__weakref__", "_state", "_teardown", "_token", "cache", "container", "tasks", "types", "values")
+
+    def __init__(self, container: Container, values: dict[str, Any]) -> None:
+        self.container = container
+        self.values = values
+        self.types: dict[type, Any] = {}
+        self.cache: dict[Any, Any] = {}
+        self.tasks = BackgroundTasks(container)
+        self._teardown: list[Teardown] = []
+        self._state = _OPEN
+        self._token: Any = None
+
+    def bind(self, tp: type[T], value: T) -> None:
+        """Make ``value`` the value of every parameter annotated exactly ``tp`` (not given by name) in this scope.
+
+        Raises:
+            TypeError: ``tp`` is not a class, or is a builtin type (builtins are never matched by type).
+        """
+        if not isinstance(tp, type) or tp.__module__ == "builtins":
+            raise TypeError(f"Scope.bind() takes a non-builtin class, got {tp!r}; pass builtin values by name")
+        self.types[tp] = value
+
+    async def call(self, func: Callable[..., Any], /, *args: Any, **values: Any) -> Any:
+        """Resolve ``func``'s dependencies in this scope and call it.
+
+        Args:
+            func: the function to call (sync or async).
+            *args: positional arguments for ``func``'s leading parameters.
+            **values: values by name for this call, visible at every depth, added to the scope's.
+
+        Returns:
+            What ``func`` returns (awaited if it is async).
+
+        Raises:
+            ScopeError: the scope has already exited.
+            DITasksError: a wiring error (at the first call of ``func``) or a missing value.
+        """
+        if self._state != _OPEN:
+            raise ScopeError(f"cannot call {getattr(func, '__qualname__', func)!r}: this scope has already exited")
+        plan = self.container._plan(func, len(args))
+        return await execute(plan, self, args, {**self.values, **values} if values else self.values)
+
+    async def __aenter__(self) -> Scope:
+        self._token = current_scope.set(self)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: types.TracebackType | None) -> None:
+        if self._token is not None:
+            try:
+                current_scope.reset(self._token)
+            except ValueError:  # exited in another context than it was entered in (e.g. a lifespan task)
+                pass
+            self._token = None
+        await self.close(exc)
+
+    async def close(self, exc: BaseException | None = None, *, raise_task_errors: bool = True) -> None:
+        """Exit the scope in the documented order: flush tasks, tear down request-scoped generators LIFO,
+        flush tasks added during teardown.
+
+        Args:
+            exc: the exception the body raised, if any: pending tasks are then skipped (and logged) unless the
+                container runs tasks on error, and generators see the exception.
+            raise_task_errors: raise :class:`BackgroundTaskError` afterwards if a task failed.
+
+        Raises:
+            BackgroundTaskError: a task failed (and ``raise_task_errors``, and the body did not raise).
+            BaseException: a teardown raised; it propagates after the tasks were handled.
+        """
+        if self._state != _OPEN:
+            return
+        self._state = _CLOSING
+        shield = exc is not None and isinstance(exc, anyio.get_cancelled_exc_class())
+        with anyio.CancelScope(shield=shield):
+            await self._flush(exc)
+            error = await unwind(self._teardown, exc) if self._teardown else exc
+            await self._flush(exc)
+        self.tasks._closed = True
+        self._state = _CLOSED
+        if error is not None and error is not exc:
+            raise error
+        if exc is None and raise_task_errors:
+            failed = [t for t in self.tasks._tasks if t.state is TaskState.FAILED]
+            if failed:
+                raise BackgroundTaskError(
+                    f"{len(failed)} background task(s) failed: {', '.join(t.name for t in failed)}",
+                    [t.exception for t in failed if isinstance(t.exception, Exception)],
+                    tasks=failed,
+                )
+
+    async def _flush(self, exc: BaseException | None) -> None:
+        collector = self.tasks
+        while len(collector):
+            batch = collector._take()
+            if exc is not None and not self.container.run_tasks_on_error:
+                for task in batch:
+                    task.mark(TaskState.SKIPPED)
+                logger.warning(
+                    "%d background task(s) not run because the scope's body raised %s: %s",
+                    len(batch),
+                    type(exc).__name__,
+                    ", ".join(t.name for t in batch),
+                )
+                continue
+            await self.container.flusher.flush(batch)
+
+    def __del__(self) -> None:
+        if self._state != _CLOSED and len(self.tasks):
+            warnings.warn(
+                f"a di_tasks scope was garbage-collected without exiting, so {len(self.tasks)} background task(s) "
+                f"never ran: {', '.join(t.name for t in self.tasks)}. Use 'async with container.scope()'",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+

@@ -1,0 +1,372 @@
+"""Solving: turn a function's signature tree into a validated graph and a flat execution plan, once."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from ._errors import DependencyCycleError, ScopeError, WiringError
+from ._inspect import EMPTY, CallableInfo, Kind, analyse, qualname
+from ._markers import SCOPE_RANK, Dependency, ScopeName
+
+# Source codes of a plan argument, kept as small ints so executing a plan is a tight loop.
+SLOT: Final = 0  # (SLOT, index): the value of an earlier step
+TASKS: Final = 1  # (TASKS,): the scope's BackgroundTasks
+SCOPE: Final = 2  # (SCOPE,): the Scope
+CONTAINER: Final = 3  # (CONTAINER,): the Container
+VALUE: Final = 4  # (VALUE, name, bound_type, default, need): a value by name, then by type, then default
+APP_VALUE: Final = 5  # same, looked up in the container's values only (for app-scoped dependencies)
+
+# Where a step's value is cached and torn down.
+CACHE_NONE: Final = 0
+CACHE_REQUEST: Final = 1
+CACHE_APP: Final = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ValueNeed:
+    """A value the graph needs from outside: given by name to the scope or call, bound by type, or a default.
+
+    Attributes:
+        name: the parameter name the value is looked up by.
+        annotation: the parameter's annotation (``inspect.Parameter.empty`` when none).
+        has_default: whether the parameter falls back to a default.
+        function: qualified name of the function that declares the parameter.
+        path: dependency path from the root to that function.
+    """
+
+    name: str
+    annotation: Any
+    has_default: bool
+    function: str
+    path: tuple[str, ...]
+
+
+@dataclass(eq=False, slots=True)
+class Node:
+    """One dependency in a solved graph.
+
+    Attributes:
+        call: the callable that produces the value (after overrides).
+        name: its qualified name.
+        kind: sync, async, generator, async generator or class.
+        scope: ``"app"``, ``"request"`` or ``"call"`` (the root is ``"call"``).
+        use_cache: whether its value is shared within its scope.
+        sync_to_thread: whether a sync dependency runs in a worker thread.
+        dependencies: the parameter name and node of each ``Depends`` parameter.
+        wants_tasks: whether it asks for ``BackgroundTasks``.
+        values: the outside values it reads.
+        overridden: the original target when an override replaced it.
+        path: dependency path from the root to this node.
+    """
+
+    call: Callable[..., Any]
+    name: str
+    kind: Kind
+    scope: ScopeName
+    use_cache: bool
+    sync_to_thread: bool
+    path: tuple[str, ...]
+    dependencies: list[tuple[str, Node]] = field(default_factory=list)
+    wants_tasks: bool = False
+    values: list[ValueNeed] = field(default_factory=list)
+    overridden: Callable[..., Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Graph:
+    """The solved graph of a function, as returned by ``Container.solve``.
+
+    Attributes:
+        root: the node of the function itself.
+        nodes: every distinct node, dependencies before their dependents (the root is last).
+        values: every value needed from outside, in the order first met.
+    """
+
+    root: Node
+    nodes: tuple[Node, ...]
+    values: tuple[ValueNeed, ...]
+
+    @property
+    def required_values(self) -> tuple[ValueNeed, ...]:
+        """The outside values with no default: a resolution fails without them."""
+        return tuple(v for v in self.values if not v.has_default)
+
+    @property
+    def task_users(self) -> tuple[Node, ...]:
+        """The nodes that ask for ``BackgroundTasks``."""
+        return tuple(n for n in self.nodes if n.wants_tasks)
+
+
+class Step:
+    """One call of an execution plan; plain slots, read in the hot loop."""
+
+    __slots__ = ("cache", "call", "kind", "kw", "name", "pos", "slot", "teardown", "to_thread")
+
+    def __init__(
+        self,
+        call: Callable[..., Any],
+        kind: Kind,
+        cache: int,
+        teardown: int,
+        slot: int,
+        pos: tuple[tuple[Any, ...], ...],
+        kw: tuple[tuple[str, tuple[Any, ...]], ...],
+        to_thread: bool,
+        name: str,
+    ) -> None:
+        self.call = call
+        self.kind = kind
+        self.cache = cache
+        self.teardown = teardown  # SCOPE_RANK of the scope whose exit tears a generator down
+        self.slot = slot
+        self.pos = pos
+        self.kw = kw
+        self.to_thread = to_thread
+        self.name = name
+
+
+class Plan:
+    """A solved function, ready to execute many times with no introspection."""
+
+    __slots__ = ("graph", "nargs", "needs_app", "root_async", "steps")
+
+    def __init__(self, steps: tuple[Step, ...], graph: Graph, nargs: int) -> None:
+        self.steps = steps
+        self.graph = graph
+        self.nargs = nargs
+        self.needs_app = any(s.cache == CACHE_APP for s in steps)
+        self.root_async = steps[-1].kind is Kind.ASYNC
+
+
+class TaskSpec:
+    """What ``add_task`` knows about a task function: how to check its arguments and how to run it."""
+
+    __slots__ = ("is_async", "name", "npos", "plan", "signature", "simple")
+
+    def __init__(self, func: Callable[..., Any], plan: Plan | None, signature: inspect.Signature | None) -> None:
+        self.name = qualname(func)
+        self.plan = plan
+        self.is_async = _is_async(func)
+        self.signature = signature
+        # The common case, a function with plain positional parameters and no defaults, is checked by
+        # counting instead of a full Signature.bind.
+        self.simple = signature is not None and all(
+            p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is EMPTY for p in signature.parameters.values()
+        )
+        self.npos = len(signature.parameters) if signature is not None else -1
+
+    def fits(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+        """A fast, conservative check: True means the arguments certainly fit."""
+        return self.simple and not kwargs and len(args) == self.npos
+
+    def check(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        """Bind the arguments to the signature, raising ``TypeError`` that names the function."""
+        if self.signature is None:
+            return
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            injected = ""
+            if self.plan is not None:
+                injected = " (its injected parameters are filled when it runs and must not be passed)"
+            raise TypeError(f"add_task({self.name}, ...): {exc}; the arguments must fit {self.name}{self.signature}{injected}") from None
+
+
+def _is_async(func: Callable[..., Any]) -> bool:
+    from ._inspect import kind_of
+
+    return kind_of(func) is Kind.ASYNC
+
+
+_SPECIAL: dict[type, int] = {}
+
+
+def register_special(tp: type, code: int) -> None:
+    """Declare a special parameter type (BackgroundTasks, Scope, Container) filled by the scope."""
+    _SPECIAL[tp] = code
+
+
+def _bound_type(annotation: Any) -> type | None:
+    if isinstance(annotation, type) and annotation.__module__ != "builtins":
+        return annotation
+    return None  # builtins and non-class annotations are never looked up by type
+
+
+class Solver:
+    """Walks one function's graph; used once per (function, overrides) and thrown away."""
+
+    def __init__(self, overrides: Mapping[Any, Callable[..., Any]]) -> None:
+        self._overrides = overrides
+        self._infos: dict[Any, CallableInfo] = {}
+        self._steps: list[Step] = []
+        self._nodes: list[Node] = []
+        self._values: list[ValueNeed] = []
+        self._done: dict[tuple[Any, str], tuple[int, Node]] = {}
+        self._visiting: list[Any] = []
+
+    def _info(self, call: Callable[..., Any], path: tuple[str, ...]) -> CallableInfo:
+        try:
+            return self._infos[call]
+        except KeyError:
+            pass
+        except TypeError:  # unhashable callable instance
+            pass
+        try:
+            info = analyse(call)
+        except WiringError as exc:
+            raise WiringError(str(exc), path=path) from exc.__cause__
+        try:
+            self._infos[call] = info
+        except TypeError:
+            pass
+        return info
+
+    def solve(self, func: Callable[..., Any], nargs: int, *, hide: frozenset[str] = frozenset()) -> Plan:
+        """Solve ``func`` called with ``nargs`` positional arguments (and ``hide`` parameters given by the caller)."""
+        info = self._info(func, (qualname(func),))
+        if info.kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR):
+            raise WiringError(
+                f"{info.name} is a generator function; it can be a dependency (Depends) but not the function "
+                "called. Call a function that depends on it instead",
+                path=(info.name,),
+            )
+        self._node(info, "call", use_cache=False, sync_to_thread=False, path=(info.name,), nargs=nargs, hide=hide)
+        graph = Graph(root=self._nodes[-1], nodes=tuple(self._nodes), values=tuple(self._values))
+        return Plan(tuple(self._steps), graph, nargs)
+
+    def _node(
+        self,
+        info: CallableInfo,
+        scope: ScopeName,
+        *,
+        use_cache: bool,
+        sync_to_thread: bool,
+        path: tuple[str, ...],
+        nargs: int = 0,
+        hide: frozenset[str] = frozenset(),
+        overridden: Callable[..., Any] | None = None,
+    ) -> tuple[int, Node]:
+        node = Node(info.call, info.name, info.kind, scope, use_cache, sync_to_thread, path, overridden=overridden)
+        rank = SCOPE_RANK[scope]
+        pos: list[tuple[Any, ...]] = []
+        kw: list[tuple[str, tuple[Any, ...]]] = []
+        skip = nargs
+        self._visiting.append(info.call)
+        for p in info.params:
+            if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                if len(path) == 1:
+                    continue  # the called function's *args/**kwargs are the caller's business
+                star = "*" if p.kind is inspect.Parameter.VAR_POSITIONAL else "**"
+                raise WiringError(
+                    f"parameter {star}{p.name} of {info.name} cannot be injected: dependencies are called with "
+                    "their declared parameters only; give it explicit parameters",
+                    path=path,
+                )
+            positional = p.kind is inspect.Parameter.POSITIONAL_ONLY
+            if skip and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+                skip -= 1  # filled by the caller's positional arguments
+                continue
+            if p.name in hide:
+                continue
+            source = self._source(p, info, node, rank, path)
+            if positional:
+                pos.append(source)
+            else:
+                kw.append((p.name, source))
+        self._visiting.pop()
+        if scope == "app":
+            cache, teardown = (CACHE_APP if use_cache else CACHE_NONE), SCOPE_RANK["app"]
+        elif scope == "request":
+            cache, teardown = (CACHE_REQUEST if use_cache else CACHE_NONE), SCOPE_RANK["request"]
+        else:
+            cache, teardown = CACHE_NONE, SCOPE_RANK["call"]
+        slot = len(self._steps)
+        to_thread = sync_to_thread and info.kind in (Kind.SYNC, Kind.CLASS, Kind.GENERATOR)
+        self._steps.append(Step(info.call, info.kind, cache, teardown, slot, tuple(pos), tuple(kw), to_thread, info.name))
+        self._nodes.append(node)
+        return slot, node
+
+    def _source(self, p: Any, info: CallableInfo, node: Node, rank: int, path: tuple[str, ...]) -> tuple[Any, ...]:
+        marker: Dependency | None = p.marker
+        if marker is not None:
+            return (SLOT, self._dependency(marker, p, info, node, rank, path))
+        special = _SPECIAL.get(p.annotation) if isinstance(p.annotation, type) else None
+        if special is not None:
+            if special in (TASKS, SCOPE) and rank < SCOPE_RANK["request"]:
+                what = "BackgroundTasks" if special == TASKS else "Scope"
+                raise ScopeError(
+                    f"parameter {p.name!r} of {info.name} asks for {what}, which belongs to the request scope, "
+                    f"but {info.name} is app-scoped and outlives every request; make it request-scoped or move "
+                    f"the {what} parameter to a request-scoped dependency",
+                    path=path,
+                )
+            node.wants_tasks = node.wants_tasks or special == TASKS
+            return (special,)
+        need = ValueNeed(p.name, p.annotation, p.default is not EMPTY, info.name, path)
+        node.values.append(need)
+        self._values.append(need)
+        code = APP_VALUE if rank == SCOPE_RANK["app"] else VALUE
+        return (code, p.name, _bound_type(p.annotation), p.default, need)
+
+    def _dependency(self, marker: Dependency, p: Any, info: CallableInfo, node: Node, rank: int, path: tuple[str, ...]) -> int:
+        target = marker.dependency
+        if target is None:
+            if not isinstance(p.annotation, type):
+                raise WiringError(
+                    f"parameter {p.name!r} of {info.name} uses Depends() without a callable, which needs a class "
+                    f"annotation to call, but its annotation is {p.annotation!r}; write Depends(some_function)",
+                    path=path,
+                )
+            target = p.annotation
+        original: Callable[..., Any] | None = None
+        try:
+            replacement = self._overrides.get(target)
+        except TypeError:
+            replacement = None
+        if replacement is not None:
+            original, target = target, replacement
+        child_scope: ScopeName = marker.scope or "request"
+        child_name = qualname(target)
+        child_path = (*path, child_name)
+        if SCOPE_RANK[child_scope] > rank:
+            raise ScopeError(
+                f"{info.name} ({node.scope}-scoped) depends on {child_name} through parameter {p.name!r}, but "
+                f"{child_name} is {child_scope}-scoped and would end before it; give {child_name} "
+                f"scope={node.scope!r} (or a longer one), or make {info.name} shorter-lived",
+                path=child_path,
+            )
+        if any(target is v for v in self._visiting):
+            start = next(i for i, v in enumerate(self._visiting) if v is target)
+            cycle = (*path[start:], child_name)
+            raise DependencyCycleError(
+                f"dependency cycle: {' -> '.join(cycle)}; break it by removing one of these Depends parameters",
+                path=cycle,
+            )
+        key = (target, child_scope)
+        if marker.use_cache:
+            try:
+                done = self._done.get(key)
+            except TypeError:
+                done = None
+            if done is not None:
+                node.dependencies.append((p.name, done[1]))
+                return done[0]
+        child_info = self._info(target, child_path)
+        slot, child = self._node(
+            child_info,
+            child_scope,
+            use_cache=marker.use_cache,
+            sync_to_thread=marker.sync_to_thread,
+            path=child_path,
+            overridden=original,
+        )
+        if marker.use_cache:
+            try:
+                self._done[key] = (slot, child)
+            except TypeError:
+                pass
+        node.dependencies.append((p.name, child))
+        return slot

@@ -1,0 +1,297 @@
+"""The collector (``BackgroundTasks``) and the task handle (``Task``)."""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import inspect
+import logging
+import types
+from collections.abc import Callable, Coroutine, Generator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
+
+import anyio
+
+from ._errors import ScopeError
+
+if TYPE_CHECKING:
+    from ._container import Container
+    from ._solve import TaskSpec
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+logger: Final = logging.getLogger("di_tasks")
+
+
+class TaskState(enum.Enum):
+    """Where a task is in its life."""
+
+    PENDING = "pending"
+    """Added, not started."""
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    """It raised, or exceeded its timeout; ``Task.exception`` says which."""
+    CANCELLED = "cancelled"
+    """Cancelled from outside while running or before it could start (e.g. at shutdown)."""
+    SKIPPED = "skipped"
+    """Not run because the body of its scope raised (logged at WARNING)."""
+    HANDED_OFF = "handed off"
+    """Given to another runner (an external queue, a test recorder) that reports no outcome here."""
+
+
+_FINAL: Final = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.SKIPPED})
+
+
+@types.coroutine
+def run_in_context(context: contextvars.Context, coro: Coroutine[Any, Any, T]) -> Generator[Any, Any, T]:
+    """Drive ``coro`` on the current task with every step run inside ``context``.
+
+    Spawning a task per background task would copy the context for free but costs an order of magnitude
+    more than the task itself; stepping the coroutine by hand keeps the task on the flusher's own task
+    (so cancel scopes and deadlines apply as usual) at the cost of one ``Context.run`` per suspension.
+    """
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            if error is None:
+                yielded = context.run(coro.send, value)
+            else:
+                yielded = context.run(coro.throw, error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]  # StopIteration.value is Any
+        error = None
+        try:
+            value = yield yielded
+        except BaseException as exc:  # noqa: BLE001  # forwarded into the coroutine, which decides
+            error, value = exc, None
+
+
+class Task:
+    """A handle on one background task.
+
+    Attributes:
+        func: the function to run.
+        args: its positional arguments.
+        kwargs: its keyword arguments.
+        name: the function's qualified name, used in every log line about the task.
+        timeout: seconds the task may run before it fails with ``TimeoutError`` (``None``: no limit).
+            Defaults to the container's ``task_timeout``; set it on the handle to change one task.
+        state: a :class:`TaskState`.
+        result: the return value once it succeeded.
+        exception: the exception once it failed (or was cancelled).
+    """
+
+    __slots__ = (
+        "_container",
+        "_context",
+        "_done",
+        "_spec",
+        "args",
+        "exception",
+        "func",
+        "kwargs",
+        "result",
+        "state",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        spec: TaskSpec,
+        container: Container,
+        context: contextvars.Context,
+    ) -> None:
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+        self.state = TaskState.PENDING
+        self.result: Any = None
+        self.exception: BaseException | None = None
+        self.timeout: float | None = container.task_timeout
+        self._spec = spec
+        self._container = container
+        self._context = context
+        self._done: anyio.Event | None = None  # made on first wait(): Event() needs a running loop
+
+    @property
+    def name(self) -> str:
+        """The task function's qualified name."""
+        return self._spec.name
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} {self.state.value}>"
+
+    @property
+    def done(self) -> bool:
+        """Whether the task has reached a final state (succeeded, failed, cancelled or skipped)."""
+        return self.state in _FINAL
+
+    async def wait(self) -> Any:
+        """Wait until the task has finished and return its result.
+
+        Returns:
+            What the task function returned.
+
+        Raises:
+            BaseException: the task's own exception if it failed.
+            ScopeError: the task was skipped, cancelled or handed off, so it has no outcome here.
+        """
+        if not self.done and self.state is not TaskState.HANDED_OFF:
+            if self._done is None:
+                self._done = anyio.Event()
+            await self._done.wait()
+        if self.state is TaskState.SUCCEEDED:
+            return self.result
+        if self.state is TaskState.FAILED:
+            assert self.exception is not None  # noqa: S101  # invariant of FAILED, not user input
+            raise self.exception
+        raise ScopeError(f"task {self.name} has no outcome: it was {self.state.value}")
+
+    def _finish(self, state: TaskState) -> None:
+        self.state = state
+        if self._done is not None:
+            self._done.set()
+
+    def mark(self, state: TaskState) -> None:
+        """Record an outcome decided elsewhere (a runner that skips, cancels or hands tasks off)."""
+        self._finish(state)
+
+    async def run(self) -> None:
+        """Run the task once, recording its outcome; never raises for the task's own failure.
+
+        A failure is logged on the ``di_tasks`` logger at ERROR with the traceback and passed to the
+        container's error hook. Cancellation from outside is recorded, logged and re-raised.
+        """
+        if self.state is not TaskState.PENDING:
+            return
+        self.state = TaskState.RUNNING
+        try:
+            if self.timeout is None:
+                self.result = await self._invoke(abandon=False)
+            else:
+                with anyio.fail_after(self.timeout):
+                    self.result = await self._invoke(abandon=True)
+        except anyio.get_cancelled_exc_class():
+            self._finish(TaskState.CANCELLED)
+            logger.warning("background task %s was cancelled", self.name)
+            raise
+        except Exception as exc:
+            self.exception = exc
+            self._finish(TaskState.FAILED)
+            if isinstance(exc, TimeoutError) and self.timeout is not None:
+                logger.error("background task %s timed out after %ss", self.name, self.timeout, exc_info=exc)
+            else:
+                logger.error("background task %s failed", self.name, exc_info=exc)
+            self._container._report_task_error(self, exc)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: recorded, then let through
+            self.exception = exc
+            self._finish(TaskState.FAILED)
+            raise
+        else:
+            self._finish(TaskState.SUCCEEDED)
+
+    async def _invoke(self, *, abandon: bool) -> Any:
+        spec = self._spec
+        if spec.plan is not None:
+            # dependencies: a fresh request scope of the same container, in the task's context
+            return await run_in_context(
+                self._context,
+                self._container._call_task(spec, self.args, self.kwargs, abandon=abandon),
+            )
+        if spec.is_async:
+            return await run_in_context(self._context, self._context.run(self.func, *self.args, **self.kwargs))
+        return await anyio.to_thread.run_sync(
+            _call_in, self._context, self.func, self.args, self.kwargs,
+            abandon_on_cancel=abandon,
+            limiter=self._container._thread_limiter(),
+        )  # fmt: skip
+
+
+def _call_in(context: contextvars.Context, func: Callable[..., T], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> T:
+    return context.run(func, *args, **kwargs)
+
+
+class BackgroundTasks:
+    """The task collector of a request scope.
+
+    Every dependency resolved in one scope that asks for ``BackgroundTasks`` receives this same object, so
+    tasks added at any depth merge, in the order added. The scope runs them when it exits (see the exit
+    order in the README). Iterating it, or ``len()``, shows the tasks not flushed yet.
+    """
+
+    __slots__ = ("_closed", "_container", "_flushed", "_tasks")
+
+    def __init__(self, container: Container | None = None) -> None:
+        """Make a collector.
+
+        Args:
+            container: whose settings (timeouts, thread limiter, error hook) the tasks use and which
+                resolves their dependencies; a private default container when ``None``.
+        """
+        if container is None:
+            from ._container import Container
+
+            container = Container()
+        self._container = container
+        self._tasks: list[Task] = []
+        self._flushed = 0
+        self._closed = False
+
+    def add_task(self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Task:
+        """Schedule ``func(*args, **kwargs)`` to run when the scope exits.
+
+        Args:
+            func: a sync or async function. Sync functions run in a worker thread; ``Depends`` parameters
+                are resolved when the task runs, in a fresh request scope.
+            *args: positional arguments for ``func``.
+            **kwargs: keyword arguments for ``func``.
+
+        Returns:
+            The :class:`Task` handle.
+
+        Raises:
+            TypeError: ``func`` is not a function, or the arguments do not fit its signature (checked now,
+                not in the background).
+            ScopeError: the scope owning this collector has already finished flushing.
+        """
+        if self._closed:
+            raise ScopeError(
+                f"cannot add {getattr(func, '__qualname__', func)!r}: the scope owning this BackgroundTasks has "
+                "already exited and flushed, so the task would never run. Add tasks while the scope is open"
+            )
+        spec = self._container._task_spec(func)
+        if not spec.fits(args, kwargs):
+            spec.check(args, kwargs)  # raises the precise TypeError
+        task = Task(func, args, kwargs, spec, self._container, contextvars.copy_context())
+        self._tasks.append(task)
+        return task
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(self._tasks[self._flushed :])
+
+    def __len__(self) -> int:
+        return len(self._tasks) - self._flushed
+
+    def __repr__(self) -> str:
+        return f"<BackgroundTasks pending={[t.name for t in self]}>"
+
+    @property
+    def all(self) -> tuple[Task, ...]:
+        """Every task ever added to this collector, flushed or not, in the order added."""
+        return tuple(self._tasks)
+
+    def _take(self) -> list[Task]:
+        batch = self._tasks[self._flushed :]
+        self._flushed = len(self._tasks)
+        return batch
+
+
+def is_coroutine_object(obj: object) -> bool:
+    """True for objects that are awaitables rather than functions (the ``add_task(f())`` mistake)."""
+    return inspect.isawaitable(obj)
