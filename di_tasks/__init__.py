@@ -13,6 +13,7 @@ from ._errors import ScopeError as ScopeError
 from ._errors import WiringError as WiringError
 from ._flush import Flusher as Flusher
 from ._flush import InProcessFlusher as InProcessFlusher
+from ._flush import TaskChecker as TaskChecker
 from ._inspect import Kind as Kind
 from ._markers import Depends as Depends
 from ._markers import ScopeName as ScopeName
@@ -41,6 +42,7 @@ __all__ = (
     "ScopeError",
     "ScopeName",
     "Task",
+    "TaskChecker",
     "TaskErrorHook",
     "TaskState",
     "ValueNeed",

@@ -13,7 +13,7 @@ import anyio
 import anyio.lowlevel
 
 from ._errors import ScopeError, WiringError
-from ._flush import Flusher, InProcessFlusher
+from ._flush import Flusher, InProcessFlusher, TaskChecker
 from ._inspect import Kind, kind_of, qualname
 from ._scope import Scope, Teardown, execute, setup_generator, unwind
 from ._solve import CONTAINER, SCOPE, TASKS, Graph, Plan, Solver, Step, TaskSpec, register_special
@@ -73,7 +73,7 @@ class Container:
         if task_timeout is not None and task_timeout <= 0:
             raise ValueError(f"Container(task_timeout=...) must be positive or None, got {task_timeout!r}")
         self._values: dict[str, Any] = dict(values or {})
-        self.flusher: Flusher = flusher if flusher is not None else InProcessFlusher(task_concurrency)
+        self.flusher = flusher if flusher is not None else InProcessFlusher(task_concurrency)
         self.task_timeout = task_timeout
         self.task_threads = task_threads
         self.run_tasks_on_error = run_tasks_on_error
@@ -87,6 +87,16 @@ class Container:
         self._app_teardown: list[Teardown] = []
         self._app_lock: anyio.Lock | None = None
         self._entered = 0
+
+    @property
+    def flusher(self) -> Flusher:
+        """What happens to a scope's tasks at exit (settable; see :class:`Flusher`)."""
+        return self._flusher
+
+    @flusher.setter
+    def flusher(self, flusher: Flusher) -> None:
+        self._flusher = flusher
+        self._task_checker: TaskChecker | None = flusher if callable(getattr(flusher, "check_task", None)) else None  # type: ignore[assignment]
 
     # -- solving -------------------------------------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import anyio
 
@@ -20,6 +20,18 @@ class Flusher(Protocol):
 
     async def flush(self, tasks: Sequence[Task], /) -> None:
         """Deal with ``tasks``, in the order they were added."""
+        ...
+
+
+class TaskChecker(Protocol):
+    """Optional second method of a flusher: vet a task when it is added, so a mistake fails at the call site.
+
+    A flusher that hands tasks to another process implements it to reject functions that cannot be
+    imported there or arguments that cannot be serialised.
+    """
+
+    def check_task(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], /) -> None:
+        """Raise ``TypeError`` naming the function if this task could not be flushed."""
         ...
 
 

@@ -82,6 +82,8 @@ class Task:
         state: a :class:`TaskState`.
         result: the return value once it succeeded.
         exception: the exception once it failed (or was cancelled).
+        options: runner-specific options for this task (e.g. an external queue's routing), or ``None``.
+        label: where the task came from (e.g. ``"GET /users"``), added to every log line about it.
     """
 
     __slots__ = (
@@ -93,6 +95,8 @@ class Task:
         "exception",
         "func",
         "kwargs",
+        "label",
+        "options",
         "result",
         "state",
         "timeout",
@@ -114,6 +118,8 @@ class Task:
         self.result: Any = None
         self.exception: BaseException | None = None
         self.timeout: float | None = container.task_timeout
+        self.options: dict[str, Any] | None = None
+        self.label: str | None = None
         self._spec = spec
         self._container = container
         self._context = context
@@ -126,6 +132,11 @@ class Task:
 
     def __repr__(self) -> str:
         return f"<Task {self.name} {self.state.value}>"
+
+    @property
+    def display_name(self) -> str:
+        """The name with its label, as written in log lines: ``send_email (POST /signup)``."""
+        return self.name if self.label is None else f"{self.name} ({self.label})"
 
     @property
     def done(self) -> bool:
@@ -179,15 +190,15 @@ class Task:
                     self.result = await self._invoke(abandon=True)
         except anyio.get_cancelled_exc_class():
             self._finish(TaskState.CANCELLED)
-            logger.warning("background task %s was cancelled", self.name)
+            logger.warning("background task %s was cancelled", self.display_name)
             raise
         except Exception as exc:
             self.exception = exc
             self._finish(TaskState.FAILED)
             if isinstance(exc, TimeoutError) and self.timeout is not None:
-                logger.error("background task %s timed out after %ss", self.name, self.timeout, exc_info=exc)
+                logger.error("background task %s timed out after %ss", self.display_name, self.timeout, exc_info=exc)
             else:
-                logger.error("background task %s failed", self.name, exc_info=exc)
+                logger.error("background task %s failed", self.display_name, exc_info=exc)
             self._container._report_task_error(self, exc)
         except BaseException as exc:  # KeyboardInterrupt, SystemExit: recorded, then let through
             self.exception = exc
@@ -225,7 +236,7 @@ class BackgroundTasks:
     order in the README). Iterating it, or ``len()``, shows the tasks not flushed yet.
     """
 
-    __slots__ = ("_closed", "_container", "_flushed", "_tasks")
+    __slots__ = ("_closed", "_container", "_flushed", "_tasks", "label")
 
     def __init__(self, container: Container | None = None) -> None:
         """Make a collector.
@@ -242,6 +253,8 @@ class BackgroundTasks:
         self._tasks: list[Task] = []
         self._flushed = 0
         self._closed = False
+        self.label: str | None = None
+        """Copied to each task added here (see ``Task.label``)."""
 
     def add_task(self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Task:
         """Schedule ``func(*args, **kwargs)`` to run when the scope exits.
@@ -268,7 +281,11 @@ class BackgroundTasks:
         spec = self._container._task_spec(func)
         if not spec.fits(args, kwargs):
             spec.check(args, kwargs)  # raises the precise TypeError
+        checker = self._container._task_checker
+        if checker is not None:
+            checker.check_task(func, args, kwargs)
         task = Task(func, args, kwargs, spec, self._container, contextvars.copy_context())
+        task.label = self.label
         self._tasks.append(task)
         return task
 
