@@ -277,7 +277,7 @@ class Container:
             self._app_lock = anyio.Lock()
         async with self._app_lock:  # concurrent first uses create the value once
             try:
-                return self._app_cache[step.call]
+                return self._app_cache[step.key]
             except KeyError:
                 pass
             kind = step.kind
@@ -289,7 +289,7 @@ class Container:
                 value = await anyio.to_thread.run_sync(functools.partial(step.call, *pos, **kw))
             else:
                 value = step.call(*pos, **kw)
-            self._app_cache[step.call] = value
+            self._app_cache[step.key] = value
             return value
 
     # -- overrides -----------------------------------------------------------------------------------------
@@ -305,6 +305,13 @@ class Container:
         for what, obj in (("target", target), ("replacement", replacement)):
             if not callable(obj):
                 raise TypeError(f"Container.override(): the {what} must be a function or a class, got {obj!r}")
+        try:
+            hash(target)
+        except TypeError:
+            raise TypeError(
+                f"Container.override(): cannot override {target!r}: it is unhashable, so it cannot be looked up; "
+                "depend on a function that returns it and override that function instead"
+            ) from None
         previous = dict(self._overrides)
         previous_key = self._override_key
         self._overrides[target] = replacement

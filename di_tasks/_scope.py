@@ -59,7 +59,8 @@ async def unwind(stack: list[Teardown], exc: BaseException | None) -> BaseExcept
                 if is_async:
                     await gen.__anext__()
                 elif to_thread:
-                    await anyio.to_thread.run_sync(next, gen)
+                    if await anyio.to_thread.run_sync(next_or_done, gen) is _MISSING:
+                        continue
                 else:
                     next(gen)
             elif is_async:
@@ -102,12 +103,12 @@ async def execute(plan: Plan, scope: Scope, args: tuple[Any, ...], values: dict[
         for step in plan.steps:
             cache = step.cache
             if cache == CACHE_REQUEST:
-                value = scope.cache.get(step.call, _MISSING)
+                value = scope.cache.get(step.key, _MISSING)
                 if value is not _MISSING:
                     results[step.slot] = value
                     continue
             elif cache == CACHE_APP:
-                value = container._app_cache.get(step.call, _MISSING)
+                value = container._app_cache.get(step.key, _MISSING)
                 if value is not _MISSING:
                     results[step.slot] = value
                     continue
@@ -144,7 +145,7 @@ async def execute(plan: Plan, scope: Scope, args: tuple[Any, ...], values: dict[
                 stack = call_stack if step.teardown == 2 else scope._teardown
                 value = await setup_generator(step, call, pos, kw, stack)
             if cache == CACHE_REQUEST:
-                scope.cache[step.call] = value
+                scope.cache[step.key] = value
             results[step.slot] = value
     except BaseException as exc:
         if call_stack:
@@ -166,7 +167,9 @@ async def setup_generator(step: Any, call: Callable[..., Any], pos: list[Any], k
         if step.kind is Kind.ASYNC_GENERATOR:
             value = await gen.__anext__()
         elif step.to_thread:
-            value = await anyio.to_thread.run_sync(next, gen)
+            value = await anyio.to_thread.run_sync(next_or_done, gen)
+            if value is _MISSING:
+                raise StopIteration
         else:
             value = next(gen)
     except (StopIteration, StopAsyncIteration):
@@ -175,6 +178,14 @@ async def setup_generator(step: Any, call: Callable[..., Any], pos: list[Any], k
         ) from None
     stack.append((gen, step.kind is Kind.ASYNC_GENERATOR, step.to_thread, step.name))
     return value
+
+
+def next_or_done(gen: Any) -> Any:
+    """``next(gen)`` for worker threads: StopIteration cannot cross into a coroutine, so return a marker."""
+    try:
+        return next(gen)
+    except StopIteration:
+        return _MISSING
 
 
 def _arg(src: tuple[Any, ...], results: list[Any], scope: Scope, values: dict[str, Any], types_: dict[type, Any]) -> Any:
@@ -321,10 +332,13 @@ class Scope:
             await self.container.flusher.flush(batch)
 
     def __del__(self) -> None:
-        if self._state != _CLOSED and len(self.tasks):
+        if self._state == _CLOSED:
+            return
+        lost = [t.name for t in self.tasks if t.state is TaskState.PENDING]
+        if lost:
             warnings.warn(
-                f"a di_tasks scope was garbage-collected without exiting, so {len(self.tasks)} background task(s) "
-                f"never ran: {', '.join(t.name for t in self.tasks)}. Use 'async with container.scope()'",
+                f"a di_tasks scope was garbage-collected without exiting, so {len(lost)} background task(s) "
+                f"never ran: {', '.join(lost)}. Use 'async with container.scope()'",
                 RuntimeWarning,
                 stacklevel=1,
             )

@@ -103,7 +103,7 @@ class Graph:
 class Step:
     """One call of an execution plan; plain slots, read in the hot loop."""
 
-    __slots__ = ("cache", "call", "kind", "kw", "name", "pos", "slot", "teardown", "to_thread")
+    __slots__ = ("cache", "call", "key", "kind", "kw", "name", "pos", "slot", "teardown", "to_thread")
 
     def __init__(
         self,
@@ -118,6 +118,12 @@ class Step:
         name: str,
     ) -> None:
         self.call = call
+        try:
+            hash(call)
+        except TypeError:  # an unhashable callable instance: cached by identity (plans keep it alive)
+            self.key: Any = id(call)
+        else:
+            self.key = call
         self.kind = kind
         self.cache = cache
         self.teardown = teardown  # SCOPE_RANK of the scope whose exit tears a generator down

@@ -1,0 +1,473 @@
+"""The container: solving with paths, overrides, the app lifetime, run() and call()."""
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any
+
+import anyio
+import pytest
+
+from di_tasks import (
+    BackgroundTasks,
+    Container,
+    DependencyCycleError,
+    Depends,
+    InProcessFlusher,
+    Kind,
+    ScopeError,
+    WiringError,
+)
+
+pytestmark = pytest.mark.anyio
+
+EVENTS: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> None:
+    EVENTS.clear()
+
+
+# -- cycles ----------------------------------------------------------------------------------------------
+
+
+def cyc_a(b: Annotated[int, Depends(lambda: 0)]) -> int:
+    return b
+
+
+def cyc_c(x: "Annotated[int, Depends(cyc_d)]") -> int:
+    return x
+
+
+def cyc_d(x: "Annotated[int, Depends(cyc_c)]") -> int:
+    return x
+
+
+async def cyc_root(x: "Annotated[int, Depends(cyc_c)]") -> int:
+    return x
+
+
+def test_cycles_fail_at_solve_with_the_path() -> None:
+    """A cycle is a DependencyCycleError at solve time whose path starts and ends on the repeated node."""
+    with pytest.raises(DependencyCycleError, match=r"dependency cycle: .*cyc_c -> .*cyc_d -> .*cyc_c") as info:
+        Container().solve(cyc_root)
+    assert [p.rsplit(".", 1)[-1] for p in info.value.path] == ["cyc_c", "cyc_d", "cyc_c"]
+
+
+# -- scope violations ------------------------------------------------------------------------------------
+
+
+def per_request() -> str:
+    return "r"
+
+
+def app_needs_request(r: Annotated[str, Depends(per_request)]) -> str:
+    return r
+
+
+async def root_app_needs_request(x: Annotated[str, Depends(app_needs_request, scope="app")]) -> str:
+    return x
+
+
+def app_needs_tasks(tasks: BackgroundTasks) -> str:
+    return "x"
+
+
+async def root_app_needs_tasks(x: Annotated[str, Depends(app_needs_tasks, scope="app")]) -> str:
+    return x
+
+
+def request_needs_call(x: Annotated[str, Depends(per_request, scope="call")]) -> str:
+    return x
+
+
+async def root_request_needs_call(x: Annotated[str, Depends(request_needs_call)]) -> str:
+    return x
+
+
+def test_scope_violations_fail_at_solve_with_the_path_and_fix() -> None:
+    """Longer-lived dependencies may not need shorter-lived ones, nor the request's collector."""
+    container = Container()
+    with pytest.raises(ScopeError, match=r"app_needs_request \(app-scoped\) depends on .*per_request") as info:
+        container.solve(root_app_needs_request)
+    assert info.value.path[-1].endswith("per_request")
+    assert "scope='app'" in str(info.value)
+    with pytest.raises(ScopeError, match="asks for BackgroundTasks, which belongs to the request scope"):
+        container.solve(root_app_needs_tasks)
+    with pytest.raises(ScopeError, match=r"is call-scoped and would end before it"):
+        container.solve(root_request_needs_call)
+
+
+# -- wiring errors ---------------------------------------------------------------------------------------
+
+
+def star_args(*args: int) -> int:
+    return 0
+
+
+async def root_star(x: Annotated[int, Depends(star_args)]) -> int:
+    return x
+
+
+async def root_bad_depends_without_class(x: Annotated["str | None", Depends()]) -> None:
+    """Depends() on a non-class annotation."""
+
+
+async def root_two_markers(x: Annotated[int, Depends(per_request), Depends(per_request)]) -> None:
+    """Two markers on one parameter."""
+
+
+async def root_marker_twice(x: Annotated[str, Depends(per_request)] = Depends(per_request)) -> None:
+    """A marker in Annotated and as the default."""
+
+
+async def root_unresolvable(x: "Annotated[int, Depends(does_not_exist)]") -> None:  # type: ignore[name-defined]  # noqa: F821  # the mistake under test
+    """A forward reference that does not exist."""
+
+
+def gen_root() -> Iterator[int]:
+    yield 1
+
+
+def test_wiring_errors_name_the_function_parameter_and_fix() -> None:
+    """Unusable signatures are WiringErrors at solve time."""
+    container = Container()
+    with pytest.raises(WiringError, match=r"parameter \*args of .*star_args cannot be injected") as info:
+        container.solve(root_star)
+    assert info.value.path[-1].endswith("star_args")
+    with pytest.raises(WiringError, match="Depends\\(\\) without a callable, which needs a class annotation"):
+        container.solve(root_bad_depends_without_class)
+    with pytest.raises(WiringError, match="has 2 Depends markers"):
+        container.solve(root_two_markers)
+    with pytest.raises(WiringError, match="both in Annotated"):
+        container.solve(root_marker_twice)
+    with pytest.raises(WiringError, match="cannot evaluate the annotations of .*root_unresolvable.*does_not_exist"):
+        container.solve(root_unresolvable)
+    with pytest.raises(WiringError, match="is a generator function; it can be a dependency"):
+        container.solve(gen_root)
+    with pytest.raises(WiringError, match="is not callable"):
+        container.solve(42)  # type: ignore[arg-type]  # the mistake under test
+
+
+# -- graphs ----------------------------------------------------------------------------------------------
+
+
+class Database:
+    def __init__(self) -> None:
+        self.name = "real"
+
+
+def repo(db: Annotated[Database, Depends()], tasks: BackgroundTasks, table: str = "users") -> str:
+    return f"{db.name}:{table}"
+
+
+async def service(r: Annotated[str, Depends(repo)], user_id: int) -> str:
+    return f"{r}:{user_id}"
+
+
+def test_solve_returns_the_graph_without_calling_anything() -> None:
+    """Nodes in dependency order, the values needed, and who asks for the collector."""
+    graph = Container().solve(service)
+    assert [n.name.rsplit(".", 1)[-1] for n in graph.nodes] == ["Database", "repo", "service"]
+    assert [n.kind for n in graph.nodes] == [Kind.CLASS, Kind.SYNC, Kind.ASYNC]
+    assert graph.root.scope == "call"
+    assert graph.nodes[0].scope == "request"
+    assert [v.name for v in graph.values] == ["table", "user_id"]
+    assert [v.name for v in graph.required_values] == ["user_id"]
+    assert [n.name.rsplit(".", 1)[-1] for n in graph.task_users] == ["repo"]
+    assert graph.root.dependencies[0][0] == "r"
+
+
+def test_solve_is_cached_per_function() -> None:
+    """Solving twice returns the same graph object: plans are made once."""
+    container = Container()
+    assert container.solve(service) is container.solve(service)
+
+
+async def test_call_with_positional_arguments_and_values() -> None:
+    """Positional arguments fill the function's leading parameters; values by name reach every depth."""
+
+    async def handler(user_id: int, r: Annotated[str, Depends(repo)]) -> str:
+        return f"{user_id}/{r}"
+
+    container = Container()
+    assert await container.call(handler, 7, table="orders") == "7/real:orders"
+    assert await container.call(handler, user_id=8) == "8/real:users"
+
+
+async def test_container_values_are_visible_everywhere_and_scope_values_win() -> None:
+    """App-wide values from the constructor, overridden by the scope's."""
+    container = Container(values={"user_id": 1, "table": "t"})
+    assert await container.call(service) == "real:t:1"
+    assert await container.call(service, user_id=2) == "real:t:2"
+    async with container.scope(table="u") as scope:
+        assert await scope.call(service) == "real:u:1"
+
+
+# -- overrides -------------------------------------------------------------------------------------------
+
+
+class FakeDatabase(Database):
+    def __init__(self, label: str) -> None:
+        self.name = label
+
+
+async def test_override_replaces_a_class_and_resolves_the_replacement_dependencies() -> None:
+    """Inside the block the replacement is used, with its own parameters resolved; after it, the original."""
+    container = Container()
+
+    def fake(label: str = "fake") -> Database:
+        return FakeDatabase(label)
+
+    with container.override(Database, fake):
+        assert await container.call(service, user_id=1) == "fake:users:1"
+        assert await container.call(service, user_id=1, label="other") == "other:users:1"
+        graph = container.solve(service)
+        assert graph.nodes[0].overridden is Database
+    assert await container.call(service, user_id=1) == "real:users:1"
+    assert container._override_key == ()
+    assert set(container._plan_caches) == {()}  # nothing left behind
+
+
+async def test_overrides_nest_and_restore_in_order() -> None:
+    """An inner override wins inside its block and the outer one comes back after it."""
+    container = Container()
+    with container.override(Database, lambda: FakeDatabase("outer")):
+        with container.override(Database, lambda: FakeDatabase("inner")):
+            assert await container.call(service, user_id=1) == "inner:users:1"
+        assert await container.call(service, user_id=1) == "outer:users:1"
+    assert await container.call(service, user_id=1) == "real:users:1"
+
+
+async def test_an_override_outside_the_graph_changes_nothing() -> None:
+    """Overriding something the graph does not use leaves the result unchanged."""
+    container = Container()
+    with container.override(per_request, lambda: "other"):
+        assert await container.call(service, user_id=1) == "real:users:1"
+
+
+def test_override_rejects_non_callables() -> None:
+    """Both sides must be callable."""
+    container = Container()
+    with pytest.raises(TypeError, match="the replacement must be a function or a class"), container.override(Database, 1):  # type: ignore[arg-type]  # the mistake under test
+        pass
+    with pytest.raises(TypeError, match="the target must be"), container.override("x", Database):  # type: ignore[arg-type]  # the mistake under test
+        pass
+
+
+# -- the app lifetime ------------------------------------------------------------------------------------
+
+CREATED: list[str] = []
+
+
+async def pool() -> AsyncIterator[str]:
+    CREATED.append("pool")
+    yield "pool"
+    EVENTS.append("pool closed")
+
+
+def sync_pool() -> Iterator[str]:
+    yield "sync pool"
+    EVENTS.append("sync pool closed")
+
+
+async def app_config() -> str:
+    CREATED.append("config")
+    return "config"
+
+
+def app_threaded() -> str:
+    return "threaded"
+
+
+async def uses_pool(
+    p: Annotated[str, Depends(pool, scope="app")],
+    s: Annotated[str, Depends(sync_pool, scope="app")],
+    c: Annotated[str, Depends(app_config, scope="app")],
+    t: Annotated[str, Depends(app_threaded, scope="app", sync_to_thread=True)],
+) -> str:
+    return f"{p}/{s}/{c}/{t}"
+
+
+async def test_app_scoped_dependencies_are_created_once_and_torn_down_at_exit() -> None:
+    """Inside `async with container`, app values are shared by every request and closed at the end LIFO."""
+    CREATED.clear()
+    container = Container()
+    async with container:
+        assert await container.call(uses_pool) == "pool/sync pool/config/threaded"
+        assert await container.call(uses_pool) == "pool/sync pool/config/threaded"
+        async with container:  # nested entries share the lifetime
+            pass
+        assert EVENTS == []
+    assert CREATED == ["pool", "config"]
+    assert EVENTS == ["sync pool closed", "pool closed"]
+
+
+async def test_concurrent_first_use_creates_an_app_value_once() -> None:
+    """Many requests racing on first use still create the app value once."""
+    CREATED.clear()
+    container = Container()
+    async with container, anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(container.call, uses_pool)
+    assert CREATED == ["pool", "config"]
+
+
+async def test_app_scoped_dependencies_need_the_app_lifetime() -> None:
+    """Without `async with container`, an app-scoped dependency is a ScopeError with the fix."""
+    with pytest.raises(ScopeError, match="wrap the app in 'async with container:'"):
+        await Container().call(uses_pool)
+
+
+def app_reads_value(setting: str = "default") -> str:
+    return setting
+
+
+async def app_value_root(x: Annotated[str, Depends(app_reads_value, scope="app")]) -> str:
+    return x
+
+
+async def test_app_scoped_dependencies_read_only_container_values() -> None:
+    """Request values never leak into app-wide objects; container values do reach them."""
+    async with Container() as container:
+        assert await container.call(app_value_root, setting="per-request") == "default"
+    async with Container(values={"setting": "app-wide"}) as container:
+        assert await container.call(app_value_root) == "app-wide"
+
+
+async def failing_teardown_app() -> AsyncIterator[str]:
+    yield "x"
+    raise RuntimeError("app teardown failed")
+
+
+async def uses_failing_app(x: Annotated[str, Depends(failing_teardown_app, scope="app")]) -> str:
+    return x
+
+
+async def test_app_teardown_errors_propagate_from_the_container_exit() -> None:
+    """An app teardown error is raised by `async with container` at exit."""
+    with pytest.raises(RuntimeError, match="app teardown failed"):
+        async with Container() as container:
+            await container.call(uses_failing_app)
+
+
+def test_run_enters_the_container_for_app_scoped_dependencies() -> None:
+    """`Container.run` opens the app lifetime itself when it is not open."""
+    EVENTS.clear()
+    assert Container().run(uses_pool, backend="trio") == "pool/sync pool/config/threaded"
+    assert EVENTS == ["sync pool closed", "pool closed"]
+
+
+def test_run_rejects_a_bad_backend_and_a_running_loop() -> None:
+    """Bad input to run() is refused at once."""
+
+    async def noop() -> None:
+        return None
+
+    with pytest.raises(ValueError, match="must be 'asyncio' or 'trio'"):
+        Container().run(noop, backend="curio")  # type: ignore[call-overload]  # the mistake under test
+
+    async def nested() -> None:
+        with pytest.raises(RuntimeError, match="inside a running event loop"):
+            Container().run(noop)
+
+    anyio.run(nested)
+
+
+def test_constructor_validates_its_settings() -> None:
+    """Counts below one and non-positive timeouts are refused."""
+    with pytest.raises(ValueError, match="task_threads"):
+        Container(task_threads=0)
+    with pytest.raises(ValueError, match="task_timeout"):
+        Container(task_timeout=0)
+    with pytest.raises(ValueError, match="concurrency"):
+        InProcessFlusher(0)
+
+
+async def test_sync_dependencies_run_inline_unless_offloaded() -> None:
+    """Sync dependencies run on the loop thread by default and in a worker with sync_to_thread=True."""
+    import threading
+
+    main = threading.get_ident()
+
+    def inline() -> bool:
+        return threading.get_ident() == main
+
+    def offloaded() -> bool:
+        return threading.get_ident() != main
+
+    def offloaded_gen() -> Iterator[bool]:
+        yield threading.get_ident() != main
+        EVENTS.append(("teardown in thread", threading.get_ident() != main))
+
+    async def root(
+        a: Annotated[bool, Depends(inline)],
+        b: Annotated[bool, Depends(offloaded, sync_to_thread=True)],
+        c: Annotated[bool, Depends(offloaded_gen, sync_to_thread=True)],
+    ) -> tuple[bool, bool, bool]:
+        return a, b, c
+
+    assert await Container().call(root) == (True, True, True)
+    assert EVENTS == [("teardown in thread", True)]
+
+
+async def test_a_sync_dependency_returning_a_coroutine_is_an_error() -> None:
+    """A plain function that returns a coroutine is refused instead of injecting the coroutine."""
+
+    async def real() -> int:
+        return 1
+
+    def wraps() -> Any:
+        return real()
+
+    async def root(x: Annotated[int, Depends(wraps)]) -> int:
+        return x
+
+    with pytest.raises(Exception, match="returned a coroutine; declare it with 'async def'"):
+        await Container().call(root)
+
+
+async def test_concurrent_flush_runs_tasks_together_and_isolates_failures(caplog: pytest.LogCaptureFixture) -> None:
+    """With task_concurrency > 1 tasks overlap, and one failure does not cancel the others."""
+    started = anyio.Event()
+
+    async def first() -> None:
+        await started.wait()  # only finishes if `second` runs concurrently
+        EVENTS.append("first done")
+
+    async def second() -> None:
+        started.set()
+        EVENTS.append("second done")
+
+    async def boom() -> None:
+        raise ValueError("x")
+
+    async def endpoint(tasks: BackgroundTasks) -> None:
+        tasks.add_task(first)
+        tasks.add_task(boom)
+        tasks.add_task(second)
+
+    with caplog.at_level(logging.ERROR, logger="di_tasks"), pytest.raises(Exception, match="1 background task"):
+        await Container(task_concurrency=2).call(endpoint)
+    assert sorted(EVENTS) == ["first done", "second done"]
+
+
+async def test_unhashable_callables_are_solved_each_time() -> None:
+    """A callable instance that cannot be hashed still works (it is simply not cached)."""
+
+    class Unhashable:
+        __hash__ = None  # type: ignore[assignment]  # the case under test
+
+        def __call__(self) -> str:
+            return "u"
+
+    dep = Unhashable()
+
+    async def root(x: Annotated[str, Depends(dep)]) -> str:
+        return x
+
+    container = Container()
+    assert await container.call(root) == "u"
+    with pytest.raises(TypeError, match="it is unhashable"), container.override(dep, lambda: "v"):
+        pass
+    assert await container.call(dep) == "u"
