@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator
 from contextlib import contextmanager
 from typing import Any, Literal, Protocol, TypeVar, overload
 
@@ -133,10 +134,8 @@ class Container:
         if spec is not None:
             return spec
         spec = self._make_task_spec(func)
-        try:
+        with contextlib.suppress(TypeError):  # unhashable callables are checked every time
             self._task_specs[func] = spec
-        except TypeError:
-            pass
         return spec
 
     def _make_task_spec(self, func: Callable[..., Any]) -> TaskSpec:
@@ -154,21 +153,25 @@ class Container:
             plan = Solver({}).solve(func, 0)
         except WiringError as exc:
             raise TypeError(f"add_task({qualname(func)}, ...): {exc}") from exc
-        try:
-            signature = inspect.signature(func)
-        except (TypeError, ValueError):
-            signature = None  # some builtins have none; the call itself will check
-        if plan.steps[:-1] or plan.graph.root.wants_tasks or _has_special(plan):
-            if signature is not None:
-                injected = {name for name, _ in plan.steps[-1].kw if _injected(plan, name)}
-                if any(p.kind is inspect.Parameter.POSITIONAL_ONLY for p in signature.parameters.values()):
-                    raise TypeError(
-                        f"add_task({qualname(func)}, ...): a task with injected parameters cannot have "
-                        "positional-only parameters; make them regular parameters"
-                    )
-                signature = signature.replace(parameters=[p for p in signature.parameters.values() if p.name not in injected])
-            return TaskSpec(func, plan, signature)
-        return TaskSpec(func, None, signature)
+        # the solver read the signature already, so this cannot fail
+        signature = inspect.signature(func)
+        injected = plan.graph.root.injected
+        if not injected:
+            return TaskSpec(func, None, signature)
+        if any(p.kind is inspect.Parameter.POSITIONAL_ONLY for p in signature.parameters.values()):
+            raise TypeError(
+                f"add_task({qualname(func)}, ...): a task with injected parameters cannot have "
+                "positional-only parameters (its arguments are passed by name); make them regular parameters"
+            )
+        star = next((p for p in signature.parameters.values() if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)), None)
+        if star is not None:  # arguments travel by name, so *args/**kwargs would be dropped silently
+            prefix = "*" if star.kind is inspect.Parameter.VAR_POSITIONAL else "**"
+            raise TypeError(
+                f"add_task({qualname(func)}, ...): a task with injected parameters cannot take {prefix}{star.name} "
+                "(its arguments are passed by name); give it explicit parameters"
+            )
+        parameters = [p for p in signature.parameters.values() if p.name not in injected]
+        return TaskSpec(func, plan, signature.replace(parameters=parameters))
 
     # -- scopes --------------------------------------------------------------------------------------------
 
@@ -213,10 +216,21 @@ class Container:
         return result
 
     @overload
-    def run(self, func: Callable[..., Awaitable[T]], /, *args: Any, backend: Literal["asyncio", "trio"] = "asyncio", **values: Any) -> T: ...
+    def run(
+        self,
+        func: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
+        backend: Literal["asyncio", "trio"] = "asyncio",
+        **values: Any,
+    ) -> T: ...
     @overload
-    def run(self, func: Callable[..., T], /, *args: Any, backend: Literal["asyncio", "trio"] = "asyncio", **values: Any) -> T: ...
-    def run(self, func: Callable[..., Any], /, *args: Any, backend: Literal["asyncio", "trio"] = "asyncio", **values: Any) -> Any:
+    def run(
+        self, func: Callable[..., T], /, *args: Any, backend: Literal["asyncio", "trio"] = "asyncio", **values: Any
+    ) -> T: ...
+    def run(
+        self, func: Callable[..., Any], /, *args: Any, backend: Literal["asyncio", "trio"] = "asyncio", **values: Any
+    ) -> Any:
         """Like :meth:`call`, from synchronous code: starts an event loop, enters the container if it is not
         entered yet (so app-scoped dependencies are set up and torn down), and returns the result.
 
@@ -295,7 +309,7 @@ class Container:
     # -- overrides -----------------------------------------------------------------------------------------
 
     @contextmanager
-    def override(self, target: Callable[..., Any], replacement: Callable[..., Any]) -> Iterator[None]:
+    def override(self, target: Callable[..., Any], replacement: Callable[..., Any]) -> Generator[None]:
         """Inside the block, every resolution of ``target`` (a function or a class) calls ``replacement``,
         whose own dependencies are resolved. Nests; restores the previous state on exit.
 
@@ -338,7 +352,7 @@ class Container:
         try:
             limiters = _limiters.get()
         except LookupError:
-            limiters = weakref.WeakKeyDictionary()
+            limiters = weakref.WeakKeyDictionary[Container, anyio.CapacityLimiter]()
             _limiters.set(limiters)
         limiter = limiters.get(self)
         if limiter is None:
@@ -346,12 +360,12 @@ class Container:
         return limiter
 
     async def _call_task(self, spec: TaskSpec, args: tuple[Any, ...], kwargs: dict[str, Any], *, abandon: bool) -> Any:
-        assert spec.plan is not None  # noqa: S101  # only called for tasks with dependencies
+        # the task's own arguments become values by name, so they fill its parameters and reach its dependencies
         values = spec.signature.bind(*args, **kwargs).arguments if spec.signature is not None else kwargs
         values = {**self._values, **values} if self._values else dict(values)
         scope = Scope(self, values)
         limiter = None if spec.is_async else self._thread_limiter()
-        plan = self._plan(spec_func(spec), 0)  # solved under the overrides active now
+        plan = self._plan(spec.func, 0)  # solved under the overrides active now
         try:
             result = await execute(plan, scope, (), values, root_limiter=limiter)
         except BaseException as exc:
@@ -365,7 +379,7 @@ class Container:
             return
         try:
             self.on_task_error(task, exc)
-        except Exception:
+        except Exception:  # noqa: BLE001  # a broken hook must not hide the task's own failure
             from ._tasks import logger
 
             logger.exception("the on_task_error hook raised while reporting background task %s", task.name)
@@ -377,26 +391,6 @@ class Container:
         from ._inject import inject
 
         return inject(self, func)
-
-
-def spec_func(spec: TaskSpec) -> Callable[..., Any]:
-    assert spec.plan is not None  # noqa: S101  # only for tasks with dependencies
-    return spec.plan.steps[-1].call
-
-
-def _injected(plan: Plan, name: str) -> bool:
-    from ._solve import VALUE
-
-    for n, src in plan.steps[-1].kw:
-        if n == name:
-            return bool(src[0] != VALUE)
-    return False
-
-
-def _has_special(plan: Plan) -> bool:
-    return any(src[0] in (TASKS, SCOPE, CONTAINER) for _, src in plan.steps[-1].kw) or any(
-        src[0] in (TASKS, SCOPE, CONTAINER) for src in plan.steps[-1].pos
-    )
 
 
 register_special(BackgroundTasks, TASKS)

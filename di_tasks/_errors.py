@@ -56,7 +56,7 @@ class ScopeError(DITasksError):
     outside its lifetime."""
 
 
-class BackgroundTaskError(DITasksError, ExceptionGroup):  # type: ignore[misc]  # both bases define __init__
+class BackgroundTaskError(DITasksError, ExceptionGroup):
     """One or more background tasks failed; ``.exceptions`` holds every failure, ``.tasks`` the tasks.
 
     It is both a :class:`DITasksError` and an :class:`ExceptionGroup`, so ``except*`` works on it.
@@ -64,7 +64,9 @@ class BackgroundTaskError(DITasksError, ExceptionGroup):  # type: ignore[misc]  
 
     tasks: tuple[Task, ...]
 
-    def __new__(cls, message: str, exceptions: Sequence[Exception], *, tasks: Sequence[Task] = ()) -> BackgroundTaskError:
+    def __new__(
+        cls, message: str, exceptions: Sequence[Exception], *, tasks: Sequence[Task] = ()
+    ) -> BackgroundTaskError:
         self = ExceptionGroup.__new__(cls, message, exceptions)
         self.tasks = tuple(tasks)
         self.path = ()

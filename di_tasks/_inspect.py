@@ -99,7 +99,7 @@ def analyse(call: Callable[..., Any]) -> CallableInfo:
     """
     if not callable(call):
         raise WiringError(f"{call!r} is not callable; pass a function, a class or a callable instance")
-    if inspect.iscoroutine(call) or inspect.isawaitable(call):
+    if inspect.isawaitable(call):
         raise WiringError(f"{call!r} is an awaitable object, not a function; pass the function itself")
     owner = qualname(call)
     try:

@@ -29,7 +29,7 @@ class Dependency:
     ) -> None:
         self.dependency = dependency
         self.use_cache = use_cache
-        self.scope = scope
+        self.scope: ScopeName | None = scope
         self.sync_to_thread = sync_to_thread
 
     def __repr__(self) -> str:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from ._errors import DependencyCycleError, ScopeError, WiringError
 from ._inspect import EMPTY, CallableInfo, Kind, analyse, qualname
@@ -60,6 +61,7 @@ class Node:
         values: the outside values it reads.
         overridden: the original target when an override replaced it.
         path: dependency path from the root to this node.
+        injected: names of its parameters filled by injection (Depends markers and special types).
     """
 
     call: Callable[..., Any]
@@ -69,10 +71,11 @@ class Node:
     use_cache: bool
     sync_to_thread: bool
     path: tuple[str, ...]
-    dependencies: list[tuple[str, Node]] = field(default_factory=list)
+    dependencies: list[tuple[str, Node]] = field(default_factory=list[tuple[str, "Node"]])
     wants_tasks: bool = False
-    values: list[ValueNeed] = field(default_factory=list)
+    values: list[ValueNeed] = field(default_factory=list[ValueNeed])
     overridden: Callable[..., Any] | None = None
+    injected: list[str] = field(default_factory=list[str])
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,19 @@ class Graph:
     def task_users(self) -> tuple[Node, ...]:
         """The nodes that ask for ``BackgroundTasks``."""
         return tuple(n for n in self.nodes if n.wants_tasks)
+
+    def render(self, format: Literal["text", "mermaid", "dot"] = "text") -> str:
+        """Draw the graph: ``"text"`` (a tree), ``"mermaid"`` (renders on GitHub) or ``"dot"`` (Graphviz).
+
+        Returns:
+            The rendering, ending with a newline.
+
+        Raises:
+            ValueError: an unknown format.
+        """
+        from ._render import render  # the renderers are only loaded by those who draw
+
+        return render(self, format)
 
 
 class Step:
@@ -135,9 +151,18 @@ class Step:
 
 
 class Plan:
-    """A solved function, ready to execute many times with no introspection."""
+    """A solved function, ready to execute many times with no introspection.
 
-    __slots__ = ("graph", "nargs", "needs_app", "root_async", "steps")
+    Attributes:
+        steps: the calls in dependency order; the root is last.
+        graph: the solved graph.
+        nargs: how many positional arguments the caller passes to the root.
+        run: the compiled form (see ``_compile``), made on the plan's second execution; ``None`` before.
+        uses: how many times the plan ran interpreted.
+        source: the compiled form's Python source, for reading and tracebacks (empty before).
+    """
+
+    __slots__ = ("graph", "nargs", "needs_app", "root_async", "run", "source", "steps", "uses")
 
     def __init__(self, steps: tuple[Step, ...], graph: Graph, nargs: int) -> None:
         self.steps = steps
@@ -145,14 +170,18 @@ class Plan:
         self.nargs = nargs
         self.needs_app = any(s.cache == CACHE_APP for s in steps)
         self.root_async = steps[-1].kind is Kind.ASYNC
+        self.run: Callable[..., Coroutine[Any, Any, Any]] | None = None
+        self.uses = 0
+        self.source = ""
 
 
 class TaskSpec:
     """What ``add_task`` knows about a task function: how to check its arguments and how to run it."""
 
-    __slots__ = ("is_async", "name", "npos", "plan", "signature", "simple")
+    __slots__ = ("func", "is_async", "name", "npos", "plan", "signature", "simple")
 
     def __init__(self, func: Callable[..., Any], plan: Plan | None, signature: inspect.Signature | None) -> None:
+        self.func = func
         self.name = qualname(func)
         self.plan = plan
         self.is_async = _is_async(func)
@@ -160,7 +189,8 @@ class TaskSpec:
         # The common case, a function with plain positional parameters and no defaults, is checked by
         # counting instead of a full Signature.bind.
         self.simple = signature is not None and all(
-            p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is EMPTY for p in signature.parameters.values()
+            p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is EMPTY
+            for p in signature.parameters.values()
         )
         self.npos = len(signature.parameters) if signature is not None else -1
 
@@ -178,7 +208,9 @@ class TaskSpec:
             injected = ""
             if self.plan is not None:
                 injected = " (its injected parameters are filled when it runs and must not be passed)"
-            raise TypeError(f"add_task({self.name}, ...): {exc}; the arguments must fit {self.name}{self.signature}{injected}") from None
+            raise TypeError(
+                f"add_task({self.name}, ...): {exc}; the arguments must fit {self.name}{self.signature}{injected}"
+            ) from None
 
 
 def _is_async(func: Callable[..., Any]) -> bool:
@@ -224,10 +256,8 @@ class Solver:
             info = analyse(call)
         except WiringError as exc:
             raise WiringError(str(exc), path=path) from exc.__cause__
-        try:
+        with contextlib.suppress(TypeError):  # unhashable callables are analysed again when met again
             self._infos[call] = info
-        except TypeError:
-            pass
         return info
 
     def solve(self, func: Callable[..., Any], nargs: int, *, hide: frozenset[str] = frozenset()) -> Plan:
@@ -291,13 +321,16 @@ class Solver:
             cache, teardown = CACHE_NONE, SCOPE_RANK["call"]
         slot = len(self._steps)
         to_thread = sync_to_thread and info.kind in (Kind.SYNC, Kind.CLASS, Kind.GENERATOR)
-        self._steps.append(Step(info.call, info.kind, cache, teardown, slot, tuple(pos), tuple(kw), to_thread, info.name))
+        self._steps.append(
+            Step(info.call, info.kind, cache, teardown, slot, tuple(pos), tuple(kw), to_thread, info.name)
+        )
         self._nodes.append(node)
         return slot, node
 
     def _source(self, p: Any, info: CallableInfo, node: Node, rank: int, path: tuple[str, ...]) -> tuple[Any, ...]:
         marker: Dependency | None = p.marker
         if marker is not None:
+            node.injected.append(p.name)
             return (SLOT, self._dependency(marker, p, info, node, rank, path))
         special = _SPECIAL.get(p.annotation) if isinstance(p.annotation, type) else None
         if special is not None:
@@ -310,6 +343,7 @@ class Solver:
                     path=path,
                 )
             node.wants_tasks = node.wants_tasks or special == TASKS
+            node.injected.append(p.name)
             return (special,)
         need = ValueNeed(p.name, p.annotation, p.default is not EMPTY, info.name, path)
         node.values.append(need)
@@ -317,7 +351,9 @@ class Solver:
         code = APP_VALUE if rank == SCOPE_RANK["app"] else VALUE
         return (code, p.name, _bound_type(p.annotation), p.default, need)
 
-    def _dependency(self, marker: Dependency, p: Any, info: CallableInfo, node: Node, rank: int, path: tuple[str, ...]) -> int:
+    def _dependency(
+        self, marker: Dependency, p: Any, info: CallableInfo, node: Node, rank: int, path: tuple[str, ...]
+    ) -> int:
         target = marker.dependency
         if target is None:
             if not isinstance(p.annotation, type):
@@ -370,9 +406,7 @@ class Solver:
             overridden=original,
         )
         if marker.use_cache:
-            try:
+            with contextlib.suppress(TypeError):
                 self._done[key] = (slot, child)
-            except TypeError:
-                pass
         node.dependencies.append((p.name, child))
         return slot

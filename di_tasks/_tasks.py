@@ -56,10 +56,7 @@ def run_in_context(context: contextvars.Context, coro: Coroutine[Any, Any, T]) -
     error: BaseException | None = None
     while True:
         try:
-            if error is None:
-                yielded = context.run(coro.send, value)
-            else:
-                yielded = context.run(coro.throw, error)
+            yielded = context.run(coro.send, value) if error is None else context.run(coro.throw, error)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]  # StopIteration.value is Any
         error = None
@@ -160,7 +157,7 @@ class Task:
         if self.state is TaskState.SUCCEEDED:
             return self.result
         if self.state is TaskState.FAILED:
-            assert self.exception is not None  # noqa: S101  # invariant of FAILED, not user input
+            assert self.exception is not None  # invariant of FAILED, not user input
             raise self.exception
         raise ScopeError(f"task {self.name} has no outcome: it was {self.state.value}")
 
@@ -224,8 +221,19 @@ class Task:
         )  # fmt: skip
 
 
-def _call_in(context: contextvars.Context, func: Callable[..., T], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> T:
-    return context.run(func, *args, **kwargs)
+def _call_in(
+    context: contextvars.Context, func: Callable[..., T], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> T:
+    result = context.run(func, *args, **kwargs)
+    if type(result) is types.CoroutineType:  # e.g. add_task(lambda: send()): never awaited, a silent no-op
+        result.close()
+        from ._inspect import qualname
+
+        raise TypeError(
+            f"background task {qualname(func)} is a plain function but returned a coroutine, which would never "
+            "be awaited; pass the async function itself (add_task(send, arg)) or declare it with 'async def'"
+        )
+    return result
 
 
 class BackgroundTasks:

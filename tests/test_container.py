@@ -21,6 +21,7 @@ from di_tasks import (
 pytestmark = pytest.mark.anyio
 
 EVENTS: list[Any] = []
+NOT_CALLABLE: Any = 42  # typed Any: the mistakes under test must reach the runtime checks
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +36,7 @@ def cyc_a(b: Annotated[int, Depends(lambda: 0)]) -> int:
     return b
 
 
-def cyc_c(x: "Annotated[int, Depends(cyc_d)]") -> int:
+def cyc_c(x: "Annotated[int, Depends(cyc_d)]") -> int:  # pyright: ignore[reportUndefinedVariable, reportUnknownArgumentType]  # defined below: the cycle
     return x
 
 
@@ -121,7 +122,7 @@ async def root_marker_twice(x: Annotated[str, Depends(per_request)] = Depends(pe
     """A marker in Annotated and as the default."""
 
 
-async def root_unresolvable(x: "Annotated[int, Depends(does_not_exist)]") -> None:  # type: ignore[name-defined]  # noqa: F821  # the mistake under test
+async def root_unresolvable(x: "Annotated[int, Depends(does_not_exist)]") -> None:  # noqa: F821  # pyright: ignore[reportUndefinedVariable, reportUnknownArgumentType]  # the mistake under test
     """A forward reference that does not exist."""
 
 
@@ -141,12 +142,12 @@ def test_wiring_errors_name_the_function_parameter_and_fix() -> None:
         container.solve(root_two_markers)
     with pytest.raises(WiringError, match="both in Annotated"):
         container.solve(root_marker_twice)
-    with pytest.raises(WiringError, match="cannot evaluate the annotations of .*root_unresolvable.*does_not_exist"):
+    with pytest.raises(WiringError, match=r"cannot evaluate the annotations of .*root_unresolvable.*does_not_exist"):
         container.solve(root_unresolvable)
     with pytest.raises(WiringError, match="is a generator function; it can be a dependency"):
         container.solve(gen_root)
     with pytest.raises(WiringError, match="is not callable"):
-        container.solve(42)  # type: ignore[arg-type]  # the mistake under test
+        container.solve(NOT_CALLABLE)
 
 
 # -- graphs ----------------------------------------------------------------------------------------------
@@ -249,10 +250,11 @@ async def test_an_override_outside_the_graph_changes_nothing() -> None:
 def test_override_rejects_non_callables() -> None:
     """Both sides must be callable."""
     container = Container()
-    with pytest.raises(TypeError, match="the replacement must be a function or a class"), container.override(Database, 1):  # type: ignore[arg-type]  # the mistake under test
-        pass
-    with pytest.raises(TypeError, match="the target must be"), container.override("x", Database):  # type: ignore[arg-type]  # the mistake under test
-        pass
+    not_callable: Any = 1
+    with pytest.raises(TypeError, match="the replacement must be a function or a class"):
+        container.override(Database, not_callable).__enter__()
+    with pytest.raises(TypeError, match="the target must be"):
+        container.override(not_callable, Database).__enter__()
 
 
 # -- the app lifetime ------------------------------------------------------------------------------------
@@ -365,7 +367,7 @@ def test_run_rejects_a_bad_backend_and_a_running_loop() -> None:
         return None
 
     with pytest.raises(ValueError, match="must be 'asyncio' or 'trio'"):
-        Container().run(noop, backend="curio")  # type: ignore[call-overload]  # the mistake under test
+        Container().run(noop, backend=NOT_CALLABLE)
 
     async def nested() -> None:
         with pytest.raises(RuntimeError, match="inside a running event loop"):
@@ -456,7 +458,7 @@ async def test_unhashable_callables_are_solved_each_time() -> None:
     """A callable instance that cannot be hashed still works (it is simply not cached)."""
 
     class Unhashable:
-        __hash__ = None  # type: ignore[assignment]  # the case under test
+        __hash__: Any = None  # the case under test
 
         def __call__(self) -> str:
             return "u"

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from di_tasks import BackgroundTaskError, BackgroundTasks, Container, Depends, ScopeError, Task, TaskState
@@ -32,6 +33,11 @@ async def anote(what: object) -> str:
     return f"noted {what}"
 
 
+def unchecked(tasks: BackgroundTasks) -> Any:
+    """The collector typed Any: the mistakes under test must reach the runtime checks."""
+    return tasks
+
+
 def two_args(a: int, b: int, *, c: int = 0) -> int:
     return a + b + c
 
@@ -40,11 +46,11 @@ def test_add_task_checks_arguments_at_the_call_site() -> None:
     """Wrong arguments raise TypeError naming the function now, not in the background."""
     tasks = BackgroundTasks()
     with pytest.raises(TypeError, match=r"add_task\(.*two_args, \.\.\.\): missing a required argument: 'b'"):
-        tasks.add_task(two_args, 1)  # type: ignore[call-arg]  # the mistake under test
+        unchecked(tasks).add_task(two_args, 1)
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'd'"):
-        tasks.add_task(two_args, 1, 2, d=3)  # type: ignore[call-arg]  # the mistake under test
+        unchecked(tasks).add_task(two_args, 1, 2, d=3)
     with pytest.raises(TypeError, match="too many positional arguments"):
-        tasks.add_task(note, 1, 2)  # type: ignore[call-arg]  # the mistake under test
+        unchecked(tasks).add_task(note, 1, 2)
     assert len(tasks) == 0
     tasks.add_task(two_args, 1, 2, c=3)
     tasks.add_task(two_args, a=1, b=2)
@@ -56,10 +62,10 @@ def test_add_task_rejects_awaitables_generators_and_non_callables() -> None:
     tasks = BackgroundTasks()
     coro = anote("x")
     with pytest.raises(TypeError, match=r"add_task\(f, arg\) instead of add_task\(f\(arg\)\)"):
-        tasks.add_task(coro)  # type: ignore[arg-type]  # the mistake under test
+        unchecked(tasks).add_task(coro)
     coro.close()
     with pytest.raises(TypeError, match="not callable"):
-        tasks.add_task(42)  # type: ignore[arg-type]  # the mistake under test
+        unchecked(tasks).add_task(42)
 
     def gen() -> Any:
         yield 1
@@ -84,11 +90,11 @@ def test_collector_shows_pending_tasks_with_their_arguments() -> None:
 async def test_task_handle_outcome_can_be_awaited() -> None:
     """`await task.wait()` returns the result after the flush, or raises the task's exception."""
     container = Container()
+    scope = container.scope()
+    ok = scope.tasks.add_task(anote, "x")
+    bad = scope.tasks.add_task(failing)
+    results: list[Any] = []
     async with anyio.create_task_group() as tg:
-        scope = container.scope()
-        ok = scope.tasks.add_task(anote, "x")
-        bad = scope.tasks.add_task(failing)
-        results: list[Any] = []
 
         async def waiter() -> None:
             results.append(await ok.wait())
@@ -97,11 +103,14 @@ async def test_task_handle_outcome_can_be_awaited() -> None:
             results.append("bad raised")
 
         tg.start_soon(waiter)
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         await scope.close(raise_task_errors=False)
     assert results == ["noted x", "bad raised"]
-    assert ok.state is TaskState.SUCCEEDED and ok.result == "noted x" and ok.done
-    assert bad.state is TaskState.FAILED and isinstance(bad.exception, ValueError)
+    assert ok.state is TaskState.SUCCEEDED
+    assert ok.result == "noted x"
+    assert ok.done
+    assert bad.state is TaskState.FAILED
+    assert isinstance(bad.exception, ValueError)
     assert await ok.wait() == "noted x"  # already done: returns at once
 
 
@@ -200,7 +209,7 @@ async def test_tasks_run_in_a_copy_of_the_context_they_were_added_in() -> None:
         REQUEST_ID.set("changed by sync task")
 
     async def async_task() -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         note(("async", REQUEST_ID.get()))
         REQUEST_ID.set("changed by async task")
 
@@ -296,7 +305,15 @@ async def mailer() -> AsyncIterator[Mailer]:
     note("mailer closed")
 
 
-async def send_email(to: str, m: Annotated[Mailer, Depends(mailer)], tasks: BackgroundTasks, subject: str = "hi") -> str:
+def collector(tasks: BackgroundTasks) -> BackgroundTasks:
+    return tasks
+
+
+# Injected parameters of a task are declared in the default form so type checkers see them as optional
+# at add_task.
+async def send_email(
+    to: str, subject: str = "hi", m: Mailer = Depends(mailer), tasks: BackgroundTasks = Depends(collector)
+) -> str:
     m.sent.append(f"{to}:{subject}")
     tasks.add_task(note, f"follow-up for {to}")
     return "sent"
@@ -308,7 +325,7 @@ async def test_task_dependencies_resolve_in_a_fresh_scope_when_it_runs() -> None
 
     async def endpoint(tasks: BackgroundTasks, m: Annotated[Mailer, Depends(mailer)]) -> None:
         with pytest.raises(TypeError, match="injected parameters are filled when it runs"):
-            tasks.add_task(send_email, "a@example.com", m=m)  # type: ignore[call-arg]  # the mistake under test
+            unchecked(tasks).add_task(send_email, "a@example.com", m=m)
         tasks.add_task(send_email, "a@example.com", subject="welcome")
 
     await Container().call(endpoint)
@@ -318,7 +335,7 @@ async def test_task_dependencies_resolve_in_a_fresh_scope_when_it_runs() -> None
     assert EVENTS == ["follow-up for a@example.com", "mailer closed", "mailer closed"]
 
 
-def sync_send(to: str, m: Annotated[Mailer, Depends(mailer)]) -> str:
+def sync_send(to: str, m: Mailer = Depends(mailer)) -> str:
     note(("sync_send in thread", threading.current_thread() is not threading.main_thread()))
     m.sent.append(to)
     return to
@@ -333,7 +350,7 @@ async def test_sync_task_with_dependencies_runs_its_body_in_a_thread() -> None:
     assert EVENTS[0] == ("sync_send in thread", True)
 
 
-async def failing_with_deps(m: Annotated[Mailer, Depends(mailer)]) -> None:
+async def failing_with_deps(m: Mailer = Depends(mailer)) -> None:
     raise ValueError("deps task failed")
 
 
@@ -346,7 +363,7 @@ async def test_a_failing_task_with_dependencies_tears_its_scope_down() -> None:
     assert EVENTS == []  # the generator saw the error thrown in at its yield
 
 
-def positional_only_task(a: int, /, m: Annotated[Mailer, Depends(mailer)]) -> None:
+def positional_only_task(a: int, /, m: Mailer = Depends(mailer)) -> None:
     """Positional-only parameters cannot be mixed with injection (arguments are passed by name)."""
 
 
@@ -361,7 +378,7 @@ def test_partials_and_builtins_can_be_tasks() -> None:
     tasks = BackgroundTasks()
     tasks.add_task(functools.partial(two_args, 1), 2)
     with pytest.raises(TypeError, match="missing a required argument"):
-        tasks.add_task(functools.partial(two_args, 1))
+        unchecked(tasks).add_task(functools.partial(two_args, 1))
     tasks.add_task(print, "x", sep="")
     assert len(tasks) == 2
 
