@@ -97,10 +97,10 @@ def analyse(call: Callable[..., Any]) -> CallableInfo:
         WiringError: not callable, no readable signature, an annotation that cannot be evaluated, or a
             marker used twice on one parameter.
     """
-    if not callable(call):
-        raise WiringError(f"{call!r} is not callable; pass a function, a class or a callable instance")
     if inspect.isawaitable(call):
         raise WiringError(f"{call!r} is an awaitable object, not a function; pass the function itself")
+    if not callable(call):
+        raise WiringError(f"{call!r} is not callable; pass a function, a class or a callable instance")
     owner = qualname(call)
     try:
         signature = inspect.signature(call, eval_str=True)

@@ -374,12 +374,14 @@ def test_positional_only_parameters_with_injection_are_refused() -> None:
 
 
 def test_partials_and_builtins_can_be_tasks() -> None:
-    """Partials are checked through; builtins without a signature are accepted as they are."""
+    """Partials are checked through; builtins work when Python knows their signature, else fail at once."""
     tasks = BackgroundTasks()
     tasks.add_task(functools.partial(two_args, 1), 2)
     with pytest.raises(TypeError, match="missing a required argument"):
         unchecked(tasks).add_task(functools.partial(two_args, 1))
     tasks.add_task(print, "x", sep="")
+    with pytest.raises(TypeError, match="cannot read the signature of vars"):
+        tasks.add_task(vars, tasks)
     assert len(tasks) == 2
 
 
