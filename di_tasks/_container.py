@@ -53,6 +53,7 @@ class Container:
         task_threads: int = 10,
         run_tasks_on_error: bool = False,
         on_task_error: TaskErrorHook | None = None,
+        concurrent_resolution: bool = False,
     ) -> None:
         """Make a container.
 
@@ -65,6 +66,9 @@ class Container:
                 background work never starves the app's thread pool.
             run_tasks_on_error: run the pending tasks even when the scope's body raised.
             on_task_error: called with each failed task and its exception.
+            concurrent_resolution: resolve independent async dependencies of a call concurrently, in child
+                tasks (a shared dependency is still computed once; the first failure cancels the others).
+                Off by default: a context variable set by a dependency is then not seen by the function.
 
         Raises:
             ValueError: a count below 1 or a negative timeout.
@@ -79,6 +83,7 @@ class Container:
         self.task_threads = task_threads
         self.run_tasks_on_error = run_tasks_on_error
         self.on_task_error = on_task_error
+        self.concurrent_resolution = concurrent_resolution
         self._overrides: dict[Any, Callable[..., Any]] = {}
         self._override_key: tuple[tuple[int, int], ...] = ()
         self._plan_caches: dict[tuple[tuple[int, int], ...], dict[Any, Plan]] = {(): {}}
@@ -387,7 +392,31 @@ class Container:
     # -- injection -----------------------------------------------------------------------------------------
 
     def inject(self, func: Callable[..., T]) -> Callable[..., T]:
-        """Decorate ``func`` so its injected parameters are resolved in the current scope (see ``_inject``)."""
+        """Decorate ``func`` so its injected parameters are resolved in the current scope.
+
+        The wrapper's ``__signature__`` (and ``__annotations__``) keep the parameters the caller or a framework
+        provides and hide the injected ones (a ``Depends`` marker, ``BackgroundTasks``, ``Scope``, ``Container``),
+        so Starlette, FastAPI and Litestar see only theirs. The provided arguments are visible to every dependency
+        by name and by type (their declared class and their own class). The function runs in the current scope
+        (opened by :class:`di_tasks.asgi.ScopeMiddleware` or ``container.scope()``) if it is an open scope of this
+        container, else in a scope of its own that is exited, tasks flushed, before the call returns.
+
+        A sync function called in a worker thread (as frameworks call sync endpoints) has its dependencies
+        resolved on the event loop through ``anyio.from_thread``, then runs in that same thread; with no event
+        loop at all (a script) the call runs one. The parameters' static type is ``...``: a ``ParamSpec`` cannot
+        drop the injected parameters, and keeping them would make type checkers demand arguments the wrapper
+        rejects. The return type is kept.
+
+        Args:
+            func: a function or async function.
+
+        Returns:
+            The wrapper, sync or async like ``func``.
+
+        Raises:
+            WiringError: ``func`` is a generator function or a class, has ``*args``/``**kwargs``, or its graph
+                cannot be wired; DependencyCycleError and ScopeError likewise: the graph is solved here, once.
+        """
         from ._inject import inject
 
         return inject(self, func)

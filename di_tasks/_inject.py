@@ -1,0 +1,249 @@
+"""``Container.inject``: a wrapper that shows a framework only the parameters it provides.
+
+The wrapper's ``__signature__`` and ``__annotations__`` keep the parameters without a ``Depends`` marker or a
+special type (what Starlette, FastAPI or Litestar fill in); the others are resolved in the current scope. The
+arguments the caller gives are passed to that scope as values by name, and bound by type, so every dependency at
+every depth sees them (a ``Request`` asked for as ``request: Request`` by a sub-dependency, whatever its name).
+
+Sync functions: frameworks call them in a worker thread. There the wrapper resolves the dependencies on the event
+loop (``anyio.from_thread.run``) and then runs the body in the caller's own worker thread, so the body can block
+and the framework's thread pool and context work as usual.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import weakref
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import anyio
+import anyio.from_thread
+
+from ._errors import WiringError
+from ._inspect import Kind, analyse
+from ._scope import _OPEN, Scope, current_scope
+from ._solve import _SPECIAL
+
+if TYPE_CHECKING:
+    from ._container import Container
+
+T = TypeVar("T")
+
+_CALL_SCOPE = 2  # Step.teardown of a call-scoped dependency (SCOPE_RANK["call"])
+
+body_errors: weakref.WeakKeyDictionary[Scope, BaseException] = weakref.WeakKeyDictionary()
+"""The error of the last injected call that failed in a scope it did not open (the ASGI middleware's).
+
+Frameworks turn an endpoint's exception into an error response, so the middleware never sees it raised; it reads
+this when the scope exits, so the scope exits with the error (pending tasks not run) as the core policy says. A later
+injected call in the same scope that returns (an endpoint that caught its helper's error) clears it.
+"""
+
+
+class _Injected:
+    """What one decorated function needs at each call; built once, at decoration."""
+
+    __slots__ = ("container", "func", "name", "positional", "resolver", "signature", "types")
+
+    def __init__(self, container: Container, func: Callable[..., Any]) -> None:
+        info = analyse(func)  # WiringError with the function's name if its signature cannot be used
+        if info.kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR, Kind.CLASS):
+            raise WiringError(
+                f"Container.inject() takes a function or an async function, got the {info.kind.value} {info.name}; "
+                "decorate a function that uses it through Depends(...) instead",
+                path=(info.name,),
+            )
+        signature = inspect.signature(func, eval_str=True)  # analyse() proved this works
+        hidden: list[inspect.Parameter] = []
+        visible: list[inspect.Parameter] = []
+        for param, parsed in zip(signature.parameters.values(), info.params, strict=True):
+            if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                star = "*" if param.kind is inspect.Parameter.VAR_POSITIONAL else "**"
+                raise WiringError(
+                    f"parameter {star}{param.name} of {info.name} cannot go through Container.inject(): the wrapper "
+                    "passes the caller's arguments to dependencies by name; declare the parameters explicitly",
+                    path=(info.name,),
+                )
+            injected = parsed.marker is not None or (
+                isinstance(parsed.annotation, type) and parsed.annotation in _SPECIAL
+            )
+            if injected:
+                hidden.append(param.replace(kind=inspect.Parameter.KEYWORD_ONLY))  # a default may be the marker
+            else:
+                visible.append(param)
+        self.container = container
+        self.func = func
+        self.name = info.name
+        self.signature = signature.replace(parameters=visible)
+        self.positional = tuple(
+            p.name for p in signature.parameters.values() if p.kind is inspect.Parameter.POSITIONAL_ONLY
+        )
+        # the declared class of each provided parameter, to bind its value by type as well as by name
+        shown = {p.name for p in visible}
+        self.types = {p.name: p.annotation for p in info.params if p.name in shown and _bindable(p.annotation)}
+        self.resolver = _resolver(func, hidden)
+
+    def values(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The caller's arguments by name (``TypeError`` naming the function when they do not fit)."""
+        try:
+            return self.signature.bind(*args, **kwargs).arguments
+        except TypeError as exc:
+            raise TypeError(f"{self.name}{self.signature}: {exc} (injected parameters are not passed)") from None
+
+    def bind_types(self, scope: Scope, values: Mapping[str, Any]) -> None:
+        """Make each provided value visible by its declared class and by its own class."""
+        for name, value in values.items():
+            declared = self.types.get(name)
+            if declared is not None:
+                scope.bind(declared, value)
+            runtime: type[Any] = value.__class__
+            if _bindable(runtime):
+                scope.bind(runtime, value)
+
+    def scope_for_call(self) -> Scope | None:
+        """The active scope of this container, if there is an open one."""
+        scope = current_scope.get()
+        if scope is None or scope.container is not self.container or scope._state != _OPEN:
+            return None
+        return scope
+
+    async def call(self, values: dict[str, Any]) -> Any:
+        """Resolve and call an async (or, from a script, a sync) function in the active scope or a new one."""
+        scope = self.scope_for_call()
+        if scope is not None:
+            self.bind_types(scope, values)
+            try:
+                result = await scope.call(self.func, **values)
+            except BaseException as exc:
+                body_errors[scope] = exc
+                raise
+            body_errors.pop(scope, None)
+            return result
+        async with self.container.scope() as own:
+            self.bind_types(own, values)
+            return await own.call(self.func, **values)
+
+    def call_args(self, values: Mapping[str, Any], resolved: Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """Split the final arguments into positional-only ones and the rest."""
+        merged = {**values, **resolved}
+        pos = [merged.pop(name) for name in self.positional if name in merged]
+        return pos, merged
+
+
+def _bindable(tp: object) -> bool:
+    return isinstance(tp, type) and tp.__module__ != "builtins" and tp not in _SPECIAL
+
+
+def _resolver(func: Callable[..., Any], hidden: list[inspect.Parameter]) -> Callable[..., dict[str, Any]]:
+    """A function whose parameters are ``func``'s injected ones and which returns them: resolving it resolves
+    exactly what ``func`` would get, without calling ``func`` (used for sync functions run in a worker thread)."""
+
+    def resolve(**resolved: Any) -> dict[str, Any]:
+        return resolved
+
+    resolve.__signature__ = inspect.Signature(hidden)  # type: ignore[attr-defined]  # read by inspect.signature
+    resolve.__qualname__ = getattr(func, "__qualname__", resolve.__qualname__)
+    resolve.__module__ = getattr(func, "__module__", resolve.__module__)
+    return resolve
+
+
+def inject(container: Container, func: Callable[..., T]) -> Callable[..., T]:
+    """Wrap ``func`` so its injected parameters are resolved in the current scope.
+
+    See :meth:`Container.inject` for the contract.
+    """
+    target = _Injected(container, func)
+    container.solve(func)  # every wiring error at decoration time, like a framework registering a route
+    wrapper: Callable[..., Any]
+    if inspect.iscoroutinefunction(func):
+
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            return await target.call(target.values(args, kwargs))
+
+        wrapper = async_wrapper
+    else:
+
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            return _call_sync(target, target.values(args, kwargs))
+
+        wrapper = sync_wrapper
+    functools.update_wrapper(wrapper, func)
+    cast("Any", wrapper).__signature__ = target.signature  # read by inspect.signature before __wrapped__
+    annotations = {p.name: p.annotation for p in target.signature.parameters.values() if p.annotation is not p.empty}
+    if target.signature.return_annotation is not inspect.Signature.empty:
+        annotations["return"] = target.signature.return_annotation
+    wrapper.__annotations__ = annotations  # frameworks read type hints from here (typing.get_type_hints)
+    return cast("Callable[..., T]", wrapper)
+
+
+def _call_sync(target: _Injected, values: dict[str, Any]) -> Any:
+    try:
+        anyio.get_current_task()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError(
+            f"{target.name} is a sync function decorated with Container.inject() and was called on the event loop's "
+            "thread, where resolving its dependencies would block the loop; make it 'async def', or call it in a "
+            "worker thread (anyio.to_thread.run_sync), as web frameworks do for sync endpoints"
+        )
+    try:
+        scope, own, resolved = anyio.from_thread.run(_resolve_in_thread, target, values)
+    except anyio.NoEventLoopError:  # a plain script: no loop anywhere, run one for this call
+        return anyio.run(_call_in_new_loop, target, values)
+    pos, kw = target.call_args(values, resolved)
+    if own is None:
+        try:
+            result = target.func(*pos, **kw)
+        except BaseException as exc:
+            body_errors[scope] = exc
+            raise
+        body_errors.pop(scope, None)
+        return result
+    try:
+        result = target.func(*pos, **kw)
+    except BaseException as exc:
+        anyio.from_thread.run(own.close, exc)
+        raise
+    anyio.from_thread.run(own.close)
+    return result
+
+
+async def _resolve_in_thread(target: _Injected, values: dict[str, Any]) -> tuple[Scope, Scope | None, dict[str, Any]]:
+    """On the loop, for a worker thread: resolve the injected parameters (opening a scope when none is active).
+
+    Returns the scope used, the same scope if it was opened here (else ``None``), and the resolved values.
+    """
+    plan = target.container._plan(target.resolver, 0)
+    for step in plan.steps[:-1]:
+        if step.teardown == _CALL_SCOPE and step.kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR):
+            raise WiringError(
+                f"{step.name} is a call-scoped generator dependency of the sync function {target.name}, which runs in "
+                "a worker thread after its dependencies are resolved, so it could not be torn down after the call; "
+                "make the dependency request-scoped (the default) or the function 'async def'",
+                path=(target.name, step.name),
+            )
+    scope = target.scope_for_call()
+    own = None
+    if scope is None:
+        scope = own = target.container.scope()
+    target.bind_types(scope, values)
+    try:
+        resolved: dict[str, Any] = await scope.call(target.resolver, **values)
+    except BaseException as exc:
+        if own is None:
+            body_errors[scope] = exc
+        else:
+            await own.close(exc)
+        raise
+    return scope, own, resolved
+
+
+async def _call_in_new_loop(target: _Injected, values: dict[str, Any]) -> Any:
+    container = target.container
+    if container._entered:
+        return await target.call(values)
+    async with container:
+        return await target.call(values)
