@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import threading
 import weakref
 from collections.abc import Awaitable, Callable, Generator
 from contextlib import contextmanager
@@ -85,13 +86,17 @@ class Container:
         self.on_task_error = on_task_error
         self.concurrent_resolution = concurrent_resolution
         self._overrides: dict[Any, Callable[..., Any]] = {}
+        self._override_stack: list[tuple[object, Any, Callable[..., Any]]] = []
         self._override_key: tuple[tuple[int, int], ...] = ()
         self._plan_caches: dict[tuple[tuple[int, int], ...], dict[Any, Plan]] = {(): {}}
         self._plans = self._plan_caches[()]
         self._task_specs: dict[Any, TaskSpec] = {}
         self._app_cache: dict[Any, Any] = {}
         self._app_teardown: list[Teardown] = []
-        self._app_lock: anyio.Lock | None = None
+        # Guards the enter count and the app values being created: a container may be shared by several
+        # threads, each running its own event loop (Container.run in threads), so no loop-bound lock fits.
+        self._app_guard = threading.Lock()
+        self._app_pending: dict[Any, threading.Event] = {}
         self._entered = 0
 
     @property
@@ -270,17 +275,18 @@ class Container:
         return anyio.run(main, backend=backend)
 
     async def __aenter__(self) -> Container:
-        self._entered += 1
+        with self._app_guard:
+            self._entered += 1
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._entered -= 1
-        if self._entered:
-            return
+        with self._app_guard:
+            self._entered -= 1
+            if self._entered:
+                return
+            stack, self._app_teardown = self._app_teardown, []
+            self._app_cache.clear()
         exc = exc_info[1] if isinstance(exc_info[1], BaseException) else None
-        stack, self._app_teardown = self._app_teardown, []
-        self._app_cache.clear()
-        self._app_lock = None
         error = await unwind(stack, exc)
         if error is not None and error is not exc:
             raise error
@@ -292,13 +298,21 @@ class Container:
                 "'async with container:' (the ASGI middleware does this on lifespan startup, Container.run does "
                 "it for you)"
             )
-        if self._app_lock is None:
-            self._app_lock = anyio.Lock()
-        async with self._app_lock:  # concurrent first uses create the value once
-            try:
-                return self._app_cache[step.key]
-            except KeyError:
-                pass
+        # Concurrent first uses create the value once: the first caller (in any thread or loop) creates it, the
+        # others poll until it is there (first use only, so polling costs nothing later).
+        while True:
+            with self._app_guard:
+                try:
+                    return self._app_cache[step.key]
+                except KeyError:
+                    pass
+                pending = self._app_pending.get(step.key)
+                if pending is None:
+                    pending = self._app_pending[step.key] = threading.Event()
+                    break
+            while not pending.is_set():
+                await anyio.sleep(0.001)
+        try:
             kind = step.kind
             if kind is Kind.ASYNC:
                 value = await step.call(*pos, **kw)
@@ -308,15 +322,22 @@ class Container:
                 value = await anyio.to_thread.run_sync(functools.partial(step.call, *pos, **kw))
             else:
                 value = step.call(*pos, **kw)
-            self._app_cache[step.key] = value
+            with self._app_guard:
+                self._app_cache[step.key] = value
             return value
+        finally:
+            with self._app_guard:
+                del self._app_pending[step.key]
+            pending.set()
 
     # -- overrides -----------------------------------------------------------------------------------------
 
     @contextmanager
     def override(self, target: Callable[..., Any], replacement: Callable[..., Any]) -> Generator[None]:
         """Inside the block, every resolution of ``target`` (a function or a class) calls ``replacement``,
-        whose own dependencies are resolved. Nests; restores the previous state on exit.
+        whose own dependencies are resolved. Nests (the innermost override of a target wins) and removes
+        exactly its own entry on exit, in whatever order blocks exit. Overrides belong to the container:
+        tests that run concurrently should each use a container of their own.
 
         Raises:
             TypeError: ``target`` or ``replacement`` is not callable.
@@ -331,23 +352,22 @@ class Container:
                 f"Container.override(): cannot override {target!r}: it is unhashable, so it cannot be looked up; "
                 "depend on a function that returns it and override that function instead"
             ) from None
-        previous = dict(self._overrides)
-        previous_key = self._override_key
-        self._overrides[target] = replacement
+        token = object()
+        self._override_stack.append((token, target, replacement))
         self._set_overrides()
         try:
             yield
         finally:
-            dropped = self._override_key
-            self._overrides = previous
+            # Remove this entry wherever it is, so overrides that exit out of order (concurrent tasks,
+            # fixtures torn down in any order) never leave one another behind.
+            self._override_stack = [entry for entry in self._override_stack if entry[0] is not token]
             self._set_overrides()
-            if dropped != previous_key and dropped not in self._active_keys():
-                self._plan_caches.pop(dropped, None)  # leave nothing behind
-
-    def _active_keys(self) -> set[tuple[tuple[int, int], ...]]:
-        return {self._override_key}
+            # leave nothing behind: plans solved under override sets that are no longer active go
+            for key in [k for k in self._plan_caches if k and k != self._override_key]:
+                del self._plan_caches[key]
 
     def _set_overrides(self) -> None:
+        self._overrides = {target: replacement for _, target, replacement in self._override_stack}
         self._override_key = tuple(sorted((id(k), id(v)) for k, v in self._overrides.items()))
         self._plans = self._plan_caches.setdefault(self._override_key, {})
 

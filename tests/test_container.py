@@ -240,6 +240,21 @@ async def test_overrides_nest_and_restore_in_order() -> None:
     assert await container.call(service, user_id=1) == "real:users:1"
 
 
+async def test_overrides_exiting_out_of_order_leave_nothing_behind() -> None:
+    """Two overlapping overrides closed in the order they were opened both disappear."""
+    container = Container()
+    first = container.override(Database, lambda: FakeDatabase("first"))
+    second = container.override(per_request, lambda: "second")
+    first.__enter__()
+    second.__enter__()
+    assert await container.call(service, user_id=1) == "first:users:1"
+    first.__exit__(None, None, None)
+    assert await container.call(service, user_id=1) == "real:users:1"
+    second.__exit__(None, None, None)
+    assert container._overrides == {}
+    assert set(container._plan_caches) == {()}
+
+
 async def test_an_override_outside_the_graph_changes_nothing() -> None:
     """Overriding something the graph does not use leaves the result unchanged."""
     container = Container()

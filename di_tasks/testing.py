@@ -1,0 +1,527 @@
+"""Helpers for unit-testing dependency graphs: capture tasks instead of running them, run them on demand,
+call one function or dependency with chosen overrides and values, and validate many entry points at once.
+
+Typical use::
+
+    from di_tasks.testing import capture_tasks
+
+    with capture_tasks(container) as captured, container.override(get_db, fake_db):
+        container.run(signup, email="ada@example.com")
+    assert [(t.func, t.args) for t in captured] == [(send_welcome, ("ada@example.com",))]
+    captured.run_sync()  # run them now, raising their failures
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, Literal, TypeVar, overload
+
+import anyio
+
+from ._container import Container
+from ._errors import BackgroundTaskError, DITasksError, format_path
+from ._flush import Flusher, TaskChecker
+from ._inspect import Kind, kind_of, qualname
+from ._markers import Depends
+from ._scope import Scope
+from ._solve import SLOT, Solver
+from ._tasks import Task, TaskState
+
+__all__ = (
+    "CallResult",
+    "CapturedTasks",
+    "call",
+    "capture_tasks",
+    "run",
+    "validate",
+    "wiring_errors",
+)
+
+_T = TypeVar("_T")
+Overrides = Mapping[Callable[..., Any], Callable[..., Any]]
+
+
+class CapturedTasks(Sequence[Task]):
+    """The tasks captured instead of run: a read-only sequence of :class:`~di_tasks.Task`, in the order added.
+
+    It is a :class:`~di_tasks.Flusher`: :func:`capture_tasks` installs it on a container. Each captured task is
+    marked ``TaskState.HANDED_OFF`` (it has no outcome yet) and keeps its ``func``, ``args`` and ``kwargs`` to
+    assert on. :meth:`run` (or :meth:`run_sync`) runs the captured tasks later, under the overrides that were
+    active when they were captured, and raises their failures.
+    """
+
+    def __init__(self, container: Container, checker: TaskChecker | None = None) -> None:
+        """Make an empty capture for ``container``.
+
+        Args:
+            container: the container whose tasks are captured; it also runs them in :meth:`run`.
+            checker: the add-time check of the flusher being replaced (e.g. an external queue's
+                serialisation check), still applied to every task added while capturing.
+        """
+        self.container = container
+        self._checker = checker
+        self._tasks: list[Task] = []
+        self._overrides: list[dict[Any, Callable[..., Any]]] = []  # the overrides active when each was captured
+
+    # -- Flusher and TaskChecker ---------------------------------------------------------------------------
+
+    async def flush(self, tasks: Sequence[Task], /) -> None:
+        """Record ``tasks`` instead of running them (the :class:`~di_tasks.Flusher` method)."""
+        overrides = dict(self.container._overrides)
+        for task in tasks:
+            task.mark(TaskState.HANDED_OFF)
+            self._tasks.append(task)
+            self._overrides.append(overrides)
+
+    def check_task(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], /) -> None:
+        """Apply the replaced flusher's add-time check, so a test fails where production would."""
+        if self._checker is not None:
+            self._checker.check_task(func, args, kwargs)
+
+    # -- the sequence --------------------------------------------------------------------------------------
+
+    @overload
+    def __getitem__(self, index: int) -> Task: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Task]: ...
+    def __getitem__(self, index: int | slice) -> Task | Sequence[Task]:
+        return self._tasks[index]
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(list(self._tasks))
+
+    def __repr__(self) -> str:
+        return f"<CapturedTasks {[t.name for t in self._tasks]}>"
+
+    def of(self, func: Callable[..., Any]) -> list[Task]:
+        """The captured tasks whose function is ``func``, in the order added."""
+        return [t for t in self._tasks if t.func is func]
+
+    @property
+    def pending(self) -> list[Task]:
+        """The captured tasks that have not been run yet."""
+        return [t for t in self._tasks if t.state is TaskState.HANDED_OFF]
+
+    def clear(self) -> None:
+        """Forget every captured task (run or not)."""
+        self._tasks.clear()
+        self._overrides.clear()
+
+    # -- running on demand ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run every captured task not run yet, one at a time in the order added, and raise their failures.
+
+        Each task runs as the container would have run it when it was captured: under the overrides active
+        then, with the container's app lifetime open (entered here if it is not). Tasks added while these run
+        (by tasks that have dependencies) are captured and run too, in the same call.
+
+        Raises:
+            BackgroundTaskError: one or more tasks failed; every task still ran.
+        """
+        ran: list[Task] = []
+        container = self.container
+        previous = container.flusher
+        container.flusher = self  # tasks added by the tasks run here are captured, then run below
+        try:
+            async with container:
+                index = 0
+                while index < len(self._tasks):
+                    task, overrides = self._tasks[index], self._overrides[index]
+                    index += 1
+                    if task.state is TaskState.HANDED_OFF:
+                        _reopen(task)
+                        ran.append(task)
+                        with _overrides(container, overrides):
+                            await task.run()
+        finally:
+            container.flusher = previous
+        failed = [t for t in ran if t.state is TaskState.FAILED]
+        if failed:
+            raise BackgroundTaskError(
+                f"{len(failed)} captured task(s) failed: {', '.join(t.name for t in failed)}",
+                [t.exception for t in failed if isinstance(t.exception, Exception)],
+                tasks=failed,
+            )
+
+    def run_sync(self, *, backend: Literal["asyncio", "trio"] = "asyncio") -> None:
+        """:meth:`run` from synchronous code, on a new event loop of ``backend``.
+
+        Raises:
+            BackgroundTaskError: one or more tasks failed; every task still ran.
+            RuntimeError: called inside a running event loop (``await captured.run()`` there).
+        """
+        _no_running_loop("CapturedTasks.run_sync()", "await captured.run()")
+        anyio.run(self.run, backend=backend)
+
+
+class _ScopeCapture:
+    """Captures the tasks of one scope and hands every other scope's tasks to the flusher it replaced."""
+
+    def __init__(self, scope: Scope, captured: CapturedTasks, delegate: Flusher) -> None:
+        self.scope = scope
+        self.captured = captured
+        self.delegate = delegate
+
+    async def flush(self, tasks: Sequence[Task], /) -> None:
+        mine = {id(t) for t in self.scope.tasks.all}
+        ours = [t for t in tasks if id(t) in mine]
+        others = [t for t in tasks if id(t) not in mine]
+        if ours:
+            await self.captured.flush(ours)
+        if others:
+            await self.delegate.flush(others)
+
+    def check_task(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], /) -> None:
+        self.captured.check_task(func, args, kwargs)
+
+
+@contextmanager
+def capture_tasks(target: Container | Scope) -> Generator[CapturedTasks, None, None]:
+    """Inside the block, capture tasks instead of running them.
+
+    With a container, every scope of that container is captured (``Container.call``/``run``, ``scope()``,
+    the ASGI middleware, tasks' own scopes). With a scope not entered yet (``container.scope(...)``), only
+    that scope's tasks are captured; the other scopes run theirs as usual::
+
+        scope = container.scope(email="ada@example.com")
+        with capture_tasks(scope) as captured:
+            async with scope:
+                await scope.call(signup)
+
+    The flusher's add-time check (:class:`~di_tasks.TaskChecker`), if it has one, still applies. Blocks nest;
+    on exit the previous flusher is back.
+
+    Args:
+        target: a :class:`~di_tasks.Container`, or a :class:`~di_tasks.Scope` that exits inside the block.
+
+    Returns:
+        A context manager yielding the :class:`CapturedTasks`, filled as scopes exit.
+
+    Raises:
+        TypeError: ``target`` is neither a container nor a scope.
+    """
+    if isinstance(target, Container):
+        container = target
+    elif isinstance(target, Scope):
+        container = target.container
+    else:
+        raise TypeError(f"capture_tasks() takes a Container or a Scope, got {target!r}")
+    previous = container.flusher
+    captured = CapturedTasks(container, container._task_checker)
+    if isinstance(target, Scope):
+        container.flusher = _ScopeCapture(target, captured, previous)
+    else:
+        container.flusher = captured
+    try:
+        yield captured
+    finally:
+        container.flusher = previous
+
+
+def _reopen(task: Task) -> None:
+    """Take a captured task back from the capture, so ``Task.run`` runs it."""
+    task.state = TaskState.PENDING
+
+
+@contextmanager
+def _overrides(container: Container, overrides: Overrides) -> Generator[None, None, None]:
+    with ExitStack() as stack:
+        for target, replacement in overrides.items():
+            if container._overrides.get(target) is not replacement:
+                stack.enter_context(container.override(target, replacement))
+        yield
+
+
+def _no_running_loop(what: str, instead: str) -> None:
+    try:
+        anyio.get_current_task()
+    except RuntimeError:
+        return
+    raise RuntimeError(f"{what} was called inside a running event loop; use '{instead}' there")
+
+
+# -- calling one function or dependency ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult(Generic[_T]):
+    """What :func:`call` and :func:`run` return.
+
+    Attributes:
+        result: what the function returned (for a generator dependency: the value it yielded).
+        tasks: the tasks its scope queued, captured instead of run.
+    """
+
+    result: _T
+    tasks: CapturedTasks
+
+
+# One wrapper per generator dependency (they are module-level functions), so a container's plan cache is reused.
+_roots: dict[Any, Callable[..., Any]] = {}
+
+
+def _as_root(func: Callable[..., Any], nargs: int) -> Callable[..., Any]:
+    """A generator dependency cannot be the function called, so call a function that depends on it."""
+    if kind_of(func) not in (Kind.GENERATOR, Kind.ASYNC_GENERATOR):
+        return func
+    if nargs:
+        raise TypeError(
+            f"{qualname(func)} is a generator dependency: pass its parameters by name (as values), not positionally"
+        )
+    try:
+        return _roots[func]
+    except (KeyError, TypeError):
+        pass
+
+    def root(value: Any) -> Any:
+        return value
+
+    # through a partial, so an override of ``func`` itself does not apply: call() always calls ``func``
+    root.__annotations__ = {"value": Annotated[Any, Depends(functools.partial(func))], "return": Any}
+    root.__module__ = getattr(func, "__module__", None) or __name__
+    root.__qualname__ = f"{getattr(func, '__qualname__', 'dependency')}[yielded]"
+    with suppress(TypeError):  # an unhashable callable: built again next time
+        _roots[func] = root
+    return root
+
+
+@overload
+async def call(
+    func: Callable[..., AsyncIterator[_T]],
+    /,
+    *args: Any,
+    container: Container | None = None,
+    overrides: Overrides | None = None,
+    **values: Any,
+) -> CallResult[_T]: ...
+@overload
+async def call(
+    func: Callable[..., Iterator[_T]],
+    /,
+    *args: Any,
+    container: Container | None = None,
+    overrides: Overrides | None = None,
+    **values: Any,
+) -> CallResult[_T]: ...
+@overload
+async def call(
+    func: Callable[..., Awaitable[_T]],
+    /,
+    *args: Any,
+    container: Container | None = None,
+    overrides: Overrides | None = None,
+    **values: Any,
+) -> CallResult[_T]: ...
+@overload
+async def call(
+    func: Callable[..., _T],
+    /,
+    *args: Any,
+    container: Container | None = None,
+    overrides: Overrides | None = None,
+    **values: Any,
+) -> CallResult[_T]: ...
+async def call(
+    func: Callable[..., Any],
+    /,
+    *args: Any,
+    container: Container | None = None,
+    overrides: Overrides | None = None,
+    **values: Any,
+) -> CallResult[Any]:
+    """Call ``func`` (an endpoint, or any single dependency) in a request scope, with chosen overrides and
+    values, capturing the tasks it queues instead of running them.
+
+    The overrides apply to ``func``'s dependencies (``func`` itself is always what is called) for this call
+    only, and again when the captured tasks are run later; nothing is left on the container. A generator
+    dependency is set up and torn down, and its yielded value returned.
+
+    Args:
+        func: the function or dependency to call (sync, async, generator, class).
+        *args: positional arguments for ``func``'s leading parameters.
+        container: the container to resolve in (default: a new ``Container()``). Its app lifetime is opened
+            for the call if it is not open.
+        overrides: ``{target: replacement}``, as with ``Container.override``.
+        **values: values by name, visible at every depth (the names ``container`` and ``overrides`` are
+            taken by this function).
+
+    Returns:
+        A :class:`CallResult` with the result and the captured tasks.
+
+    Raises:
+        DITasksError: the graph cannot be resolved (wiring error, missing value).
+        TypeError: positional arguments for a generator dependency.
+        BaseException: whatever ``func`` or a dependency raised.
+    """
+    container = container if container is not None else Container()
+    root = _as_root(func, len(args))
+    with ExitStack() as stack:
+        for target, replacement in (overrides or {}).items():
+            stack.enter_context(container.override(target, replacement))
+        captured = stack.enter_context(capture_tasks(container))
+        async with container:
+            result = await container.call(root, *args, **values)
+    return CallResult(result, captured)
+
+
+@overload
+def run(
+    func: Callable[..., AsyncIterator[_T]],
+    /,
+    *args: Any,
+    container: Container | None = None,
+    overrides: Overrides | None = None,
+    backend: Literal["asyncio", "trio"] = "asyncio",
+    **values: Any,
+) -> CallResult[_T]: ...
+@overload
+def run(
+    func: Callable[..., Iterator[_T]],
+    /,
+    *args: Any,
+    container: Container | None = None,
+    overrides: Overrides | None = None,
+    backend: Literal["asyncio", "trio"] = "asyncio",
+    **values: Any,
+) -> CallResult[_T]: ...
+@overload
+def run(
+    func: Callable[..., Awaitable[_T]],
+    /,
+    *args: Any,
+    container: Container | None = None,
+    overrides: Overrides | None = None,
+    backend: Literal["asyncio", "trio"] = "asyncio",
+    **values: Any,
+) -> CallResult[_T]: ...
+@overload
+def run(
+    func: Callable[..., _T],
+    /,
+    *args: Any,
+    container: Container | None = None,
+    overrides: Overrides | None = None,
+    backend: Literal["asyncio", "trio"] = "asyncio",
+    **values: Any,
+) -> CallResult[_T]: ...
+def run(
+    func: Callable[..., Any],
+    /,
+    *args: Any,
+    container: Container | None = None,
+    overrides: Overrides | None = None,
+    backend: Literal["asyncio", "trio"] = "asyncio",
+    **values: Any,
+) -> CallResult[Any]:
+    """:func:`call` from synchronous code, on a new event loop of ``backend`` (``"asyncio"`` or ``"trio"``).
+
+    Returns:
+        A :class:`CallResult`; run its tasks with ``result.tasks.run_sync()``.
+
+    Raises:
+        RuntimeError: called inside a running event loop (``await di_tasks.testing.call(...)`` there).
+        DITasksError, TypeError, BaseException: as :func:`call`.
+    """
+    _no_running_loop(f"di_tasks.testing.run({qualname(func)})", "await di_tasks.testing.call(...)")
+    return anyio.run(
+        functools.partial(call, func, *args, container=container, overrides=overrides, **values), backend=backend
+    )
+
+
+# -- validating many entry points ------------------------------------------------------------------------------
+
+
+def _unwrap(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The function under its decorators: a ``Container.inject`` wrapper hides the injected parameters from its
+    signature, so its graph is read from the function it wraps."""
+    inner: Callable[..., Any] = inspect.unwrap(func)
+    return inner
+
+
+class _CollectingSolver(Solver):
+    """A solver that records each wiring error and goes on with the next parameter instead of stopping."""
+
+    def __init__(self, overrides: Overrides) -> None:
+        super().__init__(overrides)
+        self.errors: list[DITasksError] = []
+
+    def _source(self, p: Any, info: Any, node: Any, rank: int, path: tuple[str, ...]) -> tuple[Any, ...]:
+        depth = len(self._visiting)
+        try:
+            return super()._source(p, info, node, rank, path)
+        except DITasksError as exc:
+            del self._visiting[depth:]  # the failed subtree did not get to pop what it pushed
+            self.errors.append(exc)
+            return (SLOT, -1)
+
+
+def _base_message(exc: DITasksError) -> str:
+    message = str(exc)
+    return message.removesuffix(f"\n  dependency path: {format_path(exc.path)}") if exc.path else message
+
+
+def _errors_of(container: Container, func: Callable[..., Any]) -> list[DITasksError]:
+    solver = _CollectingSolver(container._overrides)
+    try:
+        solver.solve(_unwrap(func), 0)
+    except DITasksError as exc:
+        solver.errors.append(exc)
+    errors: list[DITasksError] = []
+    seen: set[tuple[type[DITasksError], str]] = set()
+    for error in solver.errors:
+        key = (type(error), _base_message(error))
+        if key not in seen:
+            seen.add(key)
+            errors.append(error)
+    return errors
+
+
+def wiring_errors(container: Container, *funcs: Callable[..., Any]) -> list[DITasksError]:
+    """Every wiring error of every graph, in order, instead of only the first one.
+
+    Each function (seen through its decorators, so ``Container.inject`` wrappers are checked whole) is solved
+    as ``container.solve`` would (under the container's active overrides); where a
+    dependency is broken, the solver records the error and goes on with the next parameter. An error met
+    twice in one graph (a broken dependency shared by two dependents) is reported once.
+
+    Args:
+        container: the container whose overrides apply.
+        *funcs: the entry points (endpoints, task functions, commands).
+
+    Returns:
+        The errors (:class:`~di_tasks.WiringError`, :class:`~di_tasks.DependencyCycleError`,
+        :class:`~di_tasks.ScopeError`), each with its ``.path`` from its entry point; empty when all is well.
+    """
+    return [exc for func in funcs for exc in _errors_of(container, func)]
+
+
+def validate(container: Container, *funcs: Callable[..., Any]) -> None:
+    """Check that every entry point's graph is wired correctly, reporting every error at once.
+
+    Use it in one test over all the endpoints of an app: ``validate(container, *endpoints)``. Values
+    given at call time (``MissingValueError``) are not checked: they depend on the caller.
+
+    Args:
+        container: the container whose overrides apply.
+        *funcs: the entry points to check.
+
+    Raises:
+        ExceptionGroup: one group holding every :class:`~di_tasks.DITasksError` found (see
+            :func:`wiring_errors`), each with its path; ``except*`` picks them by type.
+    """
+    per_func = [_errors_of(container, func) for func in funcs]
+    errors = [exc for found in per_func for exc in found]
+    if errors:
+        broken = [qualname(func) for func, found in zip(funcs, per_func, strict=True) if found]
+        raise ExceptionGroup(
+            f"{len(errors)} wiring error(s) in {len(broken)} of {len(funcs)} entry point(s): {', '.join(broken)}",
+            errors,
+        )

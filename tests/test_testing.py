@@ -1,0 +1,551 @@
+"""di_tasks.testing: capturing tasks, running them on demand, calling with overrides, validating entry points."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Annotated, Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from di_tasks import (
+    BackgroundTaskError,
+    BackgroundTasks,
+    Container,
+    DependencyCycleError,
+    Depends,
+    DITasksError,
+    ScopeError,
+    Task,
+    TaskState,
+    WiringError,
+)
+from di_tasks.testing import CallResult, CapturedTasks, call, capture_tasks, run, validate, wiring_errors
+
+pytestmark = pytest.mark.anyio
+
+LOG: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def clear_log() -> Iterator[None]:
+    """Each test starts with an empty log."""
+    LOG.clear()
+    yield
+    LOG.clear()
+
+
+def note(message: str) -> None:
+    LOG.append(message)
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def get_name() -> str:
+    return "real"
+
+
+def fake_name() -> str:
+    return "fake"
+
+
+def greet(name: str = Depends(get_name)) -> None:
+    LOG.append(f"hello {name}")
+
+
+async def endpoint(tasks: BackgroundTasks, who: str = "ada") -> str:
+    tasks.add_task(note, f"first {who}")
+    tasks.add_task(note, message=f"second {who}")
+    return who
+
+
+async def queues_greeting(tasks: BackgroundTasks) -> None:
+    tasks.add_task(greet)
+
+
+class Rejecting:
+    """A flusher whose add-time check refuses a task named ``fail`` (as a queue refuses unpicklable ones)."""
+
+    async def flush(self, tasks: Any, /) -> None:
+        for task in tasks:
+            await task.run()
+
+    def check_task(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], /) -> None:
+        if func is fail:
+            raise TypeError("fail cannot be sent to the queue")
+
+
+def audit(tasks: BackgroundTasks) -> str:
+    tasks.add_task(note, "audited")
+    return "audit"
+
+
+def outer(label: str = Depends(audit)) -> None:
+    note(f"outer after {label}")
+
+
+async def queues_outer(tasks: BackgroundTasks) -> None:
+    tasks.add_task(outer)
+
+
+EVENTS: list[str] = []
+
+
+async def app_resource() -> AsyncIterator[str]:
+    EVENTS.append("open")
+    yield "resource"
+    EVENTS.append("close")
+
+
+def uses_app_resource(value: str = Depends(app_resource, scope="app")) -> None:
+    EVENTS.append(f"task got {value}")
+
+
+async def queues_app_task(tasks: BackgroundTasks) -> None:
+    tasks.add_task(uses_app_resource)
+
+
+def name_of(name: Annotated[str, Depends(get_name)]) -> str:
+    return name
+
+
+# -- capturing -------------------------------------------------------------------------------------------------
+
+
+async def test_capture_records_tasks_instead_of_running_them() -> None:
+    """Every task of every scope of the container is recorded, in order, with its function and arguments."""
+    container = Container()
+    with capture_tasks(container) as captured:
+        assert await container.call(endpoint) == "ada"
+        await container.call(endpoint, who="bob")
+    assert LOG == []
+    assert [(t.func, t.args, t.kwargs) for t in captured] == [
+        (note, ("first ada",), {}),
+        (note, (), {"message": "second ada"}),
+        (note, ("first bob",), {}),
+        (note, (), {"message": "second bob"}),
+    ]
+    assert all(t.state is TaskState.HANDED_OFF for t in captured)
+    assert len(captured) == 4
+    assert captured[0].args == ("first ada",)
+    assert [t.args for t in captured[2:3]] == [("first bob",)]
+    assert repr(captured).startswith("<CapturedTasks ['test_testing.note'")
+
+
+async def test_capture_restores_the_flusher_and_later_scopes_run_their_tasks() -> None:
+    """After the block the container's own flusher is back: tasks run as usual again."""
+    container = Container()
+    flusher = container.flusher
+    with capture_tasks(container):
+        assert container.flusher is not flusher
+    assert container.flusher is flusher
+    await container.call(endpoint)
+    assert LOG == ["first ada", "second ada"]
+
+
+async def test_nested_captures_each_see_their_own_tasks() -> None:
+    """An inner capture takes the tasks of its block; the outer one gets the rest."""
+    container = Container()
+    with capture_tasks(container) as outer:
+        await container.call(endpoint, who="outer")
+        with capture_tasks(container) as inner:
+            await container.call(endpoint, who="inner")
+        await container.call(endpoint, who="outer again")
+    assert [t.args or t.kwargs["message"] for t in inner] == [("first inner",), "second inner"]
+    assert len(outer) == 4
+
+
+async def test_capture_of_one_scope_leaves_other_scopes_alone() -> None:
+    """Capturing a scope records that scope's tasks only; other scopes of the container run theirs."""
+    container = Container()
+    scope = container.scope(who="captured")
+    with capture_tasks(scope) as captured:
+        async with scope:
+            await scope.call(endpoint)
+            await container.call(endpoint, who="other")
+            assert LOG == ["first other", "second other"]
+    assert [t.func for t in captured] == [note, note]
+    assert captured[0].args == ("first captured",)
+    assert LOG == ["first other", "second other"]
+
+
+def test_capture_rejects_what_is_neither_a_container_nor_a_scope() -> None:
+    """A wrong target is a TypeError that names what it got."""
+    with (
+        pytest.raises(TypeError, match=r"capture_tasks\(\) takes a Container or a Scope, got 42"),
+        capture_tasks(42),  # type: ignore[arg-type]  # the mistake under test
+    ):
+        pass
+
+
+@pytest.mark.parametrize("per_scope", [False, True])
+async def test_capture_keeps_the_replaced_flushers_add_time_check(per_scope: bool) -> None:
+    """A task the real flusher would refuse is refused while capturing too, at the add_task call."""
+    container = Container(flusher=Rejecting())
+
+    async def adds_fail(tasks: BackgroundTasks) -> None:
+        tasks.add_task(fail, "x")
+
+    scope = container.scope()
+    with capture_tasks(scope if per_scope else container) as captured:
+        with pytest.raises(TypeError, match="fail cannot be sent to the queue"):
+            async with scope:
+                await scope.call(adds_fail)
+        async with container.scope() as other:
+            await other.call(endpoint)
+    assert len(captured) == (0 if per_scope else 2)
+
+
+async def test_capture_without_a_check_accepts_every_task() -> None:
+    """With the default flusher (no add-time check) capturing checks nothing more."""
+    container = Container()
+    with capture_tasks(container) as captured:
+        async with container.scope() as scope:
+            scope.tasks.add_task(fail, "x")
+    assert captured.of(fail)[0].args == ("x",)
+    assert captured.of(note) == []
+
+
+# -- running on demand -----------------------------------------------------------------------------------------
+
+
+async def test_run_runs_every_captured_task_once_in_order() -> None:
+    """run() runs the tasks not run yet, in the order added; a second run() runs nothing again."""
+    container = Container()
+    with capture_tasks(container) as captured:
+        await container.call(endpoint)
+    assert captured.pending == list(captured)
+    await captured.run()
+    assert LOG == ["first ada", "second ada"]
+    assert [t.state for t in captured] == [TaskState.SUCCEEDED, TaskState.SUCCEEDED]
+    assert captured.pending == []
+    await captured.run()
+    assert LOG == ["first ada", "second ada"]
+
+
+async def test_run_raises_every_failure_after_running_every_task() -> None:
+    """One failing task does not stop the others; run() raises all the failures at the end."""
+    container = Container()
+
+    async def two_failures(tasks: BackgroundTasks) -> None:
+        tasks.add_task(fail, "one")
+        tasks.add_task(note, "between")
+        tasks.add_task(fail, "two")
+
+    with capture_tasks(container) as captured:
+        await container.call(two_failures)
+    with pytest.raises(BackgroundTaskError, match=r"2 captured task\(s\) failed") as caught:
+        await captured.run()
+    assert [str(e) for e in caught.value.exceptions] == ["one", "two"]
+    assert caught.value.tasks == (captured[0], captured[2])
+    assert LOG == ["between"]
+
+
+async def test_run_uses_the_overrides_active_when_the_tasks_were_captured() -> None:
+    """A task with dependencies runs, later, under the overrides that applied when it was queued."""
+    container = Container()
+    with capture_tasks(container) as captured:
+        with container.override(get_name, fake_name):
+            await container.call(queues_greeting)
+        await container.call(queues_greeting)
+    await captured.run()
+    assert LOG == ["hello fake", "hello real"]
+    assert "overrides" not in container.solve(greet).render()
+
+
+async def test_run_inside_the_override_block_keeps_it() -> None:
+    """Running while the same override is still active does not stack it again, and leaves it active."""
+    container = Container()
+    with capture_tasks(container) as captured, container.override(get_name, fake_name):
+        await container.call(queues_greeting)
+        await captured.run()
+        assert "overrides get_name" in container.solve(greet).render()
+    assert LOG == ["hello fake"]
+
+
+async def test_run_captures_and_runs_tasks_added_by_tasks() -> None:
+    """A task whose dependency queues another task: the new one is captured and run in the same run()."""
+    container = Container()
+    with capture_tasks(container) as captured:
+        await container.call(queues_outer)
+    await captured.run()
+    assert LOG == ["outer after audit", "audited"]
+    assert [t.name.rsplit(".", 1)[-1] for t in captured] == ["outer", "note"]
+    flusher = container.flusher
+    assert not isinstance(flusher, CapturedTasks)
+
+
+async def test_run_opens_the_app_lifetime_for_app_scoped_dependencies() -> None:
+    """Tasks with app-scoped dependencies run after the call's app lifetime has ended."""
+    EVENTS.clear()
+    outcome = await call(queues_app_task)
+    await outcome.tasks.run()
+    assert EVENTS == ["open", "task got resource", "close"]
+
+
+def test_run_sync_runs_the_tasks_on_a_new_loop() -> None:
+    """run_sync() runs the captured tasks from plain synchronous code, on the chosen backend."""
+    outcome = run(endpoint, backend="trio")
+    outcome.tasks.run_sync(backend="trio")
+    assert LOG == ["first ada", "second ada"]
+
+
+async def test_run_sync_refuses_a_running_loop() -> None:
+    """run_sync() inside an event loop says to await run() instead."""
+    with pytest.raises(RuntimeError, match=r"use 'await captured.run\(\)' there"):
+        CapturedTasks(Container()).run_sync()
+
+
+async def test_clear_forgets_the_captured_tasks() -> None:
+    """clear() empties the capture; the cleared tasks are not run."""
+    outcome = await call(endpoint)
+    outcome.tasks.clear()
+    await outcome.tasks.run()
+    assert len(outcome.tasks) == 0
+    assert LOG == []
+
+
+# -- calling one function or dependency -----------------------------------------------------------------------
+
+
+async def test_call_returns_the_result_and_the_captured_tasks() -> None:
+    """call() gives the function's result and its tasks, not run; values by name reach every depth."""
+    outcome = await call(endpoint, who="cy")
+    assert isinstance(outcome, CallResult)
+    assert outcome.result == "cy"
+    assert [t.func for t in outcome.tasks] == [note, note]
+    assert isinstance(outcome.tasks[0], Task)
+    assert LOG == []
+
+
+async def test_call_applies_overrides_for_the_call_only() -> None:
+    """Overrides given to call() apply inside the call and are gone afterwards."""
+    container = Container()
+    assert (await call(get_name, container=container)).result == "real"
+    await call(greet, container=container, overrides={get_name: fake_name})
+    assert LOG == ["hello fake"]
+    assert container._overrides == {}
+    await container.call(greet)
+    assert LOG == ["hello fake", "hello real"]
+
+
+async def test_call_passes_positional_arguments() -> None:
+    """Positional arguments fill the function's leading parameters."""
+
+    def add(a: int, b: int, offset: int = 0) -> int:
+        return a + b + offset
+
+    assert (await call(add, 1, 2, offset=3)).result == 6
+
+
+async def test_call_on_a_generator_dependency_returns_what_it_yields() -> None:
+    """A generator dependency is set up, its value returned, and torn down; async ones too."""
+    events: list[str] = []
+
+    def sync_resource(tasks: BackgroundTasks, label: str = "sync") -> Iterator[str]:
+        tasks.add_task(note, f"queued by {label}")
+        yield label
+        events.append(f"closed {label}")
+
+    async def async_resource() -> AsyncIterator[str]:
+        yield "async"
+        events.append("closed async")
+
+    outcome = await call(sync_resource, label="given")
+    assert outcome.result == "given"
+    assert [t.args for t in outcome.tasks] == [("queued by given",)]
+    assert (await call(async_resource)).result == "async"
+    assert (await call(sync_resource)).result == "sync"
+    assert events == ["closed given", "closed async", "closed sync"]
+
+
+async def test_call_on_a_generator_dependency_refuses_positional_arguments() -> None:
+    """A generator dependency's parameters are values by name; positional ones are a TypeError."""
+
+    def resource(label: str) -> Iterator[str]:
+        yield label
+
+    with pytest.raises(TypeError, match=r"resource is a generator dependency: pass its parameters by name"):
+        await call(resource, "x")
+
+
+async def test_call_on_an_unhashable_generator_instance() -> None:
+    """A callable instance that cannot be hashed, whose __call__ is a generator, still works, every time."""
+
+    class Resource:
+        __hash__ = None  # type: ignore[assignment]  # unhashable on purpose
+
+        def __call__(self) -> Iterator[str]:
+            yield "instance"
+
+    resource = Resource()
+    assert (await call(resource)).result == "instance"
+    assert (await call(resource)).result == "instance"
+
+
+def test_run_is_call_from_sync_code() -> None:
+    """run() starts its own loop (asyncio by default) and returns the same CallResult."""
+    outcome = run(greet, overrides={get_name: fake_name})
+    assert outcome.result is None
+    assert LOG == ["hello fake"]
+
+
+async def test_run_refuses_a_running_loop() -> None:
+    """run() inside an event loop says to await call() instead, and leaves no coroutine behind."""
+    with pytest.raises(RuntimeError, match=r"use 'await di_tasks.testing.call\(...\)' there"):
+        run(greet)
+
+
+async def test_concurrent_calls_on_separate_containers_do_not_share_overrides() -> None:
+    """Two concurrent calls overriding the same dependency differently, each on its own container."""
+    results: dict[str, Any] = {}
+
+    async def one(label: str) -> None:
+        def replacement() -> str:
+            return label
+
+        await anyio.lowlevel.checkpoint()
+        results[label] = (await call(name_of, container=Container(), overrides={get_name: replacement})).result
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one, "a")
+        tg.start_soon(one, "b")
+    assert results == {"a": "a", "b": "b"}
+
+
+# -- validating entry points ------------------------------------------------------------------------------------
+
+
+def needs_star(*args: int) -> int:
+    return len(args)
+
+
+def uses_star(n: Annotated[int, Depends(needs_star)]) -> int:
+    return n
+
+
+def per_request(tasks: BackgroundTasks) -> int:
+    return len(tasks)
+
+
+def app_scoped(n: Annotated[int, Depends(per_request)]) -> int:
+    return n
+
+
+def broken_twice(a: Annotated[int, Depends(uses_star)], b: Annotated[int, Depends(app_scoped, scope="app")]) -> int:
+    return a + b
+
+
+def shares_the_broken_one(a: Annotated[int, Depends(needs_star)], b: Annotated[int, Depends(uses_star)]) -> int:
+    return a + b
+
+
+def fine(n: Annotated[str, Depends(get_name)]) -> str:
+    return n
+
+
+def cycle_first(x: int) -> int:
+    return x
+
+
+def cycle_second(y: Annotated[int, Depends(cycle_first)]) -> int:
+    return y
+
+
+cycle_first.__annotations__["x"] = Annotated[int, Depends(cycle_second)]  # each names the other
+
+
+def test_wiring_errors_reports_every_error_of_one_graph() -> None:
+    """Two broken branches of one graph give two errors, each with its path from the entry point."""
+    errors = wiring_errors(Container(), broken_twice)
+    assert [type(e) for e in errors] == [WiringError, ScopeError]
+    assert errors[0].path == ("test_testing.broken_twice", "test_testing.uses_star", "test_testing.needs_star")
+    assert "parameter *args of test_testing.needs_star cannot be injected" in str(errors[0])
+    assert errors[1].path[-1] == "test_testing.per_request"
+
+
+def test_wiring_errors_reports_a_shared_broken_dependency_once() -> None:
+    """The same broken dependency reached through two parents is one error (the first path)."""
+    errors = wiring_errors(Container(), shares_the_broken_one)
+    assert len(errors) == 1
+    assert errors[0].path == ("test_testing.shares_the_broken_one", "test_testing.needs_star")
+
+
+def test_wiring_errors_reports_cycles_and_root_errors() -> None:
+    """A cycle, a generator as entry point and a non-callable are reported with the rest."""
+
+    def gen() -> Iterator[int]:
+        yield 1
+
+    errors = wiring_errors(Container(), cycle_first, gen, 42, fine)  # type: ignore[arg-type]  # 42 on purpose
+    assert [type(e) for e in errors] == [DependencyCycleError, WiringError, WiringError]
+    assert errors[0].path[0] == errors[0].path[-1]
+    assert "is a generator function" in str(errors[1])
+    assert "42 is not callable" in str(errors[2])
+
+
+def test_wiring_errors_respects_the_containers_overrides() -> None:
+    """An override that replaces the broken dependency removes its error."""
+    container = Container()
+
+    def two() -> int:
+        return 2
+
+    assert wiring_errors(container, uses_star)
+    with container.override(needs_star, two):
+        assert wiring_errors(container, uses_star) == []
+
+
+def test_validate_passes_quietly_when_all_is_well() -> None:
+    """No error: validate returns None."""
+    validate(Container(), fine, endpoint, greet)
+
+
+def test_validate_raises_one_group_with_every_error() -> None:
+    """Every error of every entry point arrives in one ExceptionGroup whose message counts them."""
+    with pytest.raises(ExceptionGroup, match=r"3 wiring error\(s\) in 2 of 3 entry point\(s\)") as caught:
+        validate(Container(), broken_twice, fine, shares_the_broken_one)
+    assert all(isinstance(e, DITasksError) and e.path for e in caught.value.exceptions)
+    assert "test_testing.broken_twice, test_testing.shares_the_broken_one" in str(caught.value)
+    scope_errors, rest = caught.value.split(ScopeError)
+    assert scope_errors is not None
+    assert len(scope_errors.exceptions) == 1
+    assert rest is not None
+    assert len(rest.exceptions) == 2
+
+
+async def test_call_calls_the_function_itself_even_when_it_is_overridden() -> None:
+    """An override of the called function itself does not apply: call() tests what it is given."""
+    assert (await call(get_name, overrides={get_name: fake_name})).result == "real"
+
+
+def test_the_module_namespace_is_sorted_and_documented() -> None:
+    """``di_tasks.testing.__all__`` is sorted, lists what the module defines, and each name has a docstring."""
+    import di_tasks.testing as testing
+
+    assert list(testing.__all__) == sorted(testing.__all__)
+    defined = {
+        name
+        for name, obj in vars(testing).items()
+        if not name.startswith("_") and getattr(obj, "__module__", None) == testing.__name__
+    }
+    assert defined == set(testing.__all__)
+    assert all((getattr(testing, name).__doc__ or "").strip() for name in testing.__all__)
+
+
+def test_wiring_errors_sees_through_inject_wrappers() -> None:
+    """An endpoint decorated with Container.inject is checked whole, not through its narrowed signature."""
+    container = Container()
+
+    @container.inject
+    def injected(request_id: str, name: Annotated[str, Depends(get_name)]) -> str:
+        return name
+
+    assert wiring_errors(container, injected) == []
+    with container.override(get_name, needs_star):
+        errors = wiring_errors(container, injected)
+    assert [type(e) for e in errors] == [WiringError]
+    assert errors[0].path[-1] == "test_testing.needs_star"
