@@ -119,7 +119,7 @@ class Graph:
 class Step:
     """One call of an execution plan; plain slots, read in the hot loop."""
 
-    __slots__ = ("cache", "call", "key", "kind", "kw", "name", "pos", "slot", "teardown", "to_thread")
+    __slots__ = ("cache", "call", "key", "kind", "kw", "kwpos", "name", "pos", "slot", "teardown", "to_thread")
 
     def __init__(
         self,
@@ -132,6 +132,7 @@ class Step:
         kw: tuple[tuple[str, tuple[Any, ...]], ...],
         to_thread: bool,
         name: str,
+        kwpos: int = 0,
     ) -> None:
         self.call = call
         try:
@@ -148,6 +149,9 @@ class Step:
         self.kw = kw
         self.to_thread = to_thread
         self.name = name
+        # How many leading ``kw`` entries may be passed positionally. A compiled plan does: CPython matches
+        # keyword arguments by a scan per parameter, so a call with many of them costs quadratic time.
+        self.kwpos = kwpos
 
 
 class Plan:
@@ -290,10 +294,12 @@ class Solver:
         pos: list[tuple[Any, ...]] = []
         kw: list[tuple[str, tuple[Any, ...]]] = []
         skip = nargs
+        kwpos, in_order = 0, True
         self._visiting.append(info.call)
         for p in info.params:
             if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
                 if len(path) == 1:
+                    in_order = False
                     continue  # the called function's *args/**kwargs are the caller's business
                 star = "*" if p.kind is inspect.Parameter.VAR_POSITIONAL else "**"
                 raise WiringError(
@@ -306,12 +312,15 @@ class Solver:
                 skip -= 1  # filled by the caller's positional arguments
                 continue
             if p.name in hide:
+                in_order = False
                 continue
             source = self._source(p, info, node, rank, path)
             if positional:
                 pos.append(source)
             else:
                 kw.append((p.name, source))
+                in_order = in_order and p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+                kwpos += in_order
         self._visiting.pop()
         if scope == "app":
             cache, teardown = (CACHE_APP if use_cache else CACHE_NONE), SCOPE_RANK["app"]
@@ -322,7 +331,7 @@ class Solver:
         slot = len(self._steps)
         to_thread = sync_to_thread and info.kind in (Kind.SYNC, Kind.CLASS, Kind.GENERATOR)
         self._steps.append(
-            Step(info.call, info.kind, cache, teardown, slot, tuple(pos), tuple(kw), to_thread, info.name)
+            Step(info.call, info.kind, cache, teardown, slot, tuple(pos), tuple(kw), to_thread, info.name, kwpos)
         )
         self._nodes.append(node)
         return slot, node
