@@ -103,8 +103,11 @@ def _uses_call_stack(step: Step) -> bool:
     return step.cache != CACHE_APP and step.teardown == 2 and step.kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR)
 
 
-def generate(plan: Plan) -> tuple[str, dict[str, Any]]:
+def generate(plan: Plan, *, fresh: bool = False) -> tuple[str, dict[str, Any]]:
     """Write the source of ``plan``'s compiled function and the namespace it runs in.
+
+    With ``fresh``, request-scoped steps neither look up nor fill the scope's cache: the form for a scope
+    made for this one call, whose cache nothing else reads (within the plan, shared steps are already one).
 
     Returns:
         ``(source, namespace)``; the source defines ``async def run(scope, args, values, root_limiter)``.
@@ -117,27 +120,33 @@ def generate(plan: Plan) -> tuple[str, dict[str, Any]]:
     codes = {src[0] for src in sources}
 
     w.emit(0, "async def run(scope, args, values, root_limiter):")
-    w.emit(1, f'"""Compiled plan of {steps[-1].name}: {len(steps)} step(s)."""')
+    variant = ", for a fresh scope" if fresh else ""
+    w.emit(1, f'"""Compiled plan of {steps[-1].name}: {len(steps)} step(s){variant}."""')
     if CACHE_APP in {s.cache for s in steps} or CONTAINER in codes or APP_VALUE in codes:
         w.emit(1, "container = scope.container")
-    if CACHE_REQUEST in {s.cache for s in steps}:
+    if CACHE_REQUEST in {s.cache for s in steps} and not fresh:
         w.emit(1, "cache = scope.cache")
     if VALUE in codes:
         w.emit(1, "types_ = scope.types")
     if TASKS in codes:
         w.emit(1, "tasks = scope.tasks")
-    if any(
-        s.kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR) and not _uses_call_stack(s) and s.cache != CACHE_APP
-        for s in steps
-    ):
+    generators = [s for s in steps if s.kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR) and s.cache != CACHE_APP]
+    if any(s.teardown == 1 for s in generators):
         w.emit(1, "teardown = scope._teardown")
+    for s in generators:
+        if s.teardown == 0:  # an uncached app-scoped generator: torn down at app exit
+            w.emit(1, f"app_stack = scope.container._app_stack({w.ref(f's{s.slot}', s)})")
+            break
     depth = 1
     if call_stack:
         w.emit(1, "call_stack = []")
         w.emit(1, "try:")
         depth = 2
+    # Every value lookup first, so a missing value fails before any step runs (as ``interpret`` checks).
     for step in steps:
-        _step(w, depth, step, step.slot == last, plan.nargs)
+        _args(w, depth, step, step.slot == last, plan.nargs)
+    for step in steps:
+        _step(w, depth, step, step.slot == last, plan.nargs, fresh)
     if call_stack:
         w.emit(1, "except BaseException as exc:")
         w.emit(2, "if call_stack:")
@@ -153,8 +162,11 @@ def generate(plan: Plan) -> tuple[str, dict[str, Any]]:
     return "\n".join(w.lines) + "\n", w.namespace
 
 
-def _args(w: _Writer, depth: int, step: Step, root: bool, nargs: int) -> list[tuple[str | None, str]]:
-    """Emit the lookups of ``step``'s value arguments; return ``(keyword or None, expression)`` in call order."""
+def _args(
+    w: _Writer, depth: int, step: Step, root: bool, nargs: int, *, emit: bool = True
+) -> list[tuple[str | None, str]]:
+    """Emit the lookups of ``step``'s value arguments (unless ``emit`` is false: they were emitted already);
+    return ``(keyword or None, expression)`` in call order."""
     out: list[tuple[str | None, str]] = [(None, "*args")] if root and nargs else []
     i = step.slot
     # leading keyword parameters that may go positionally do (see ``Step.kwpos``)
@@ -176,6 +188,9 @@ def _args(w: _Writer, depth: int, step: Step, root: bool, nargs: int) -> list[tu
         else:
             ref = w.ref(f"src{i}_{j}", src)
             expr = f"a{i}_{j}"
+            if not emit:
+                out.append((name, expr))
+                continue
             lookup = "values" if code == VALUE else "container._values"
             w.emit(depth, f"{expr} = {lookup}.get({src[1]!r}, MISSING)")
             w.emit(depth, f"if {expr} is MISSING:")
@@ -195,18 +210,17 @@ def _list_dict(args: list[tuple[str | None, str]]) -> str:
     return f"[{pos}], {{{kw}}}"
 
 
-def _step(w: _Writer, depth: int, step: Step, root: bool, nargs: int) -> None:
+def _step(w: _Writer, depth: int, step: Step, root: bool, nargs: int, fresh: bool = False) -> None:
     i = step.slot
+    request_cached = step.cache == CACHE_REQUEST and not fresh
     call = w.ref(f"c{i}", step.call)
     key = call if step.key is step.call else w.ref(f"k{i}", step.key)
     ref = w.ref(f"s{i}", step)
     v = f"v{i}"
-    cache = (
-        "request-cached" if step.cache == CACHE_REQUEST else "app-cached" if step.cache == CACHE_APP else "not cached"
-    )
+    cache = "request-cached" if request_cached else "app-cached" if step.cache == CACHE_APP else "not cached"
     w.emit(depth, f"# step {i}: {step.name} ({step.kind.value}, {cache}{', in a thread' if step.to_thread else ''})")
     # ``key in cache`` first: a miss (the common case, a fresh scope) costs less than ``cache.get``
-    if step.cache == CACHE_REQUEST:
+    if request_cached:
         w.emit(depth, f"if {key} in cache:")
         w.emit(depth + 1, f"{v} = cache[{key}]")
         w.emit(depth, "else:")
@@ -215,10 +229,10 @@ def _step(w: _Writer, depth: int, step: Step, root: bool, nargs: int) -> None:
         w.emit(depth, f"if {key} in container._app_cache:")
         w.emit(depth + 1, f"{v} = container._app_cache[{key}]")
         w.emit(depth, "else:")
-        prepared = _list_dict(_args(w, depth + 1, step, root, nargs))
+        prepared = _list_dict(_args(w, depth + 1, step, root, nargs, emit=False))
         w.emit(depth + 1, f"{v} = await container._app_value({ref}, {prepared})")
         return
-    arglist = _args(w, depth, step, root, nargs)
+    arglist = _args(w, depth, step, root, nargs, emit=False)
     args = _call_args(arglist)
     kind = step.kind
     if kind is Kind.ASYNC:
@@ -233,10 +247,11 @@ def _step(w: _Writer, depth: int, step: Step, root: bool, nargs: int) -> None:
             w.emit(depth + 1, f"{v} = await run_sync(partial({call}, {args}), limiter=root_limiter)")
         else:
             w.emit(depth, f"{v} = {call}({args})")
-        w.emit(depth, f"if type({v}) is CoroutineType:")
-        w.emit(depth + 1, f"returned_coroutine({v}, {ref})")
+        if step.check:
+            w.emit(depth, f"if type({v}) is CoroutineType:")
+            w.emit(depth + 1, f"returned_coroutine({v}, {ref})")
     else:
-        stack = "call_stack" if _uses_call_stack(step) else "teardown"
+        stack = "call_stack" if _uses_call_stack(step) else "teardown" if step.teardown == 1 else "app_stack"
         is_async = kind is Kind.ASYNC_GENERATOR
         if step.to_thread:
             w.emit(depth, f"{v} = await setup_generator({ref}, {call}, {_list_dict(arglist)}, {stack})")
@@ -247,16 +262,17 @@ def _step(w: _Writer, depth: int, step: Step, root: bool, nargs: int) -> None:
             w.emit(depth, f"except {'StopAsyncIteration' if is_async else 'StopIteration'}:")
             w.emit(depth + 1, f"raise no_yield({ref}) from None")
             w.emit(depth, f"{stack}.append((g{i}, {is_async}, False, {ref}.name))")
-    if step.cache == CACHE_REQUEST:
+    if request_cached:
         w.emit(depth, f"cache[{key}] = {v}")
 
 
-def compile_plan(plan: Plan) -> CompiledPlan:
+def compile_plan(plan: Plan, *, fresh: bool = False) -> CompiledPlan:
     """Compile ``plan`` into an async function ``run(scope, args, values, root_limiter)``.
 
     Its source is stored on ``plan.source`` and registered with :mod:`linecache` for tracebacks.
+    With ``fresh``, the form for a scope made for this call alone (see :func:`generate`).
     """
-    source, namespace = generate(plan)
+    source, namespace = generate(plan, fresh=fresh)
     filename = f"<di_tasks plan {plan.steps[-1].name} #{next(_counter)}>"
     exec(compile(source, filename, "exec"), namespace)  # noqa: S102  # our own generated source, no user text
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)

@@ -62,10 +62,11 @@ async def resolve_concurrently(
         BaseException: the first failure of a step, once the other steps are cancelled and call-scoped
             generators torn down.
     """
-    from ._scope import interpret, run_step, unwind
+    from ._scope import check_values, interpret, run_step, unwind
 
     if not worth_it(plan):
         return await interpret(plan, scope, args, values, root_limiter)
+    check_values(plan, scope, values)
     steps = plan.steps
     last = len(steps) - 1
     results: list[Any] = [None] * len(steps)

@@ -215,14 +215,18 @@ class Container:
             BackgroundTaskError: one or more tasks failed (all of them ran).
             MissingValueError, WiringError, DependencyCycleError, ScopeError: the graph cannot be resolved.
         """
-        plan = self._plan(func, len(args))
+        try:  # the plan cache, read inline: this is every script call's path
+            plan = self._plans[func] if not args else self._plan(func, len(args))
+        except (KeyError, TypeError):
+            plan = self._plan(func, len(args))
         scope = Scope(self, {**self._values, **values} if self._values else values)
         try:
-            result = await execute(plan, scope, args, scope.values)
+            result = await execute(plan, scope, args, scope.values, fresh=True)
         except BaseException as exc:
             await scope.close(exc)
             raise
-        await scope.close()
+        if not scope._close_idle():
+            await scope.close()
         return result
 
     @overload
@@ -291,13 +295,21 @@ class Container:
         if error is not None and error is not exc:
             raise error
 
-    async def _app_value(self, step: Step, pos: list[Any], kw: dict[str, Any]) -> Any:
+    def _require_app(self, step: Step) -> None:
         if not self._entered:
             raise ScopeError(
                 f"{step.name} is app-scoped, but the container's app lifetime is not open; wrap the app in "
                 "'async with container:' (the ASGI middleware does this on lifespan startup, Container.run does "
                 "it for you)"
             )
+
+    def _app_stack(self, step: Step) -> list[Teardown]:
+        """The app's teardown stack, for a generator that lives until the app exits."""
+        self._require_app(step)
+        return self._app_teardown
+
+    async def _app_value(self, step: Step, pos: list[Any], kw: dict[str, Any]) -> Any:
+        self._require_app(step)
         # Concurrent first uses create the value once: the first caller (in any thread or loop) creates it, the
         # others poll until it is there (first use only, so polling costs nothing later).
         while True:
@@ -310,7 +322,7 @@ class Container:
                 if pending is None:
                     pending = self._app_pending[step.key] = threading.Event()
                     break
-            while not pending.is_set():
+            while not pending.is_set():  # noqa: ASYNC110  # the creator may run on another loop: no anyio.Event
                 await anyio.sleep(0.001)
         try:
             kind = step.kind
@@ -392,7 +404,7 @@ class Container:
         limiter = None if spec.is_async else self._thread_limiter()
         plan = self._plan(spec.func, 0)  # solved under the overrides active now
         try:
-            result = await execute(plan, scope, (), values, root_limiter=limiter)
+            result = await execute(plan, scope, (), values, root_limiter=limiter, fresh=True)
         except BaseException as exc:
             await scope.close(exc)
             raise

@@ -5,9 +5,10 @@ from __future__ import annotations
 import enum
 import functools
 import inspect
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, get_args, get_origin
+from typing import Annotated, Any, Final, Union, get_args, get_origin
 
 from ._errors import WiringError
 from ._markers import Dependency
@@ -44,6 +45,31 @@ class CallableInfo:
     name: str
     kind: Kind
     params: tuple[Param, ...]
+    returns: Any = EMPTY  # the return annotation
+
+
+def surely_not_awaitable(annotation: Any) -> bool:
+    """Whether a return annotation rules out an awaitable (``-> int``, ``-> list[str]``, ``-> None``).
+
+    A sync dependency annotated this way needs no run-time check that it returned a coroutine: a type
+    checker already catches that mistake. Unannotated, ``Any``, ``object`` and type variables still get it.
+    """
+    while hasattr(annotation, "__supertype__"):  # NewType
+        annotation = annotation.__supertype__
+    if annotation is None or annotation is type(None):
+        return True
+    origin = get_origin(annotation)
+    if origin is Union or origin is types.UnionType:
+        return all(surely_not_awaitable(arg) for arg in get_args(annotation))
+    if origin is Annotated:
+        return surely_not_awaitable(get_args(annotation)[0])
+    target = origin if isinstance(origin, type) else annotation
+    if not isinstance(target, type) or target is Any:  # Any is a class on 3.11+
+        return False
+    try:  # a coroutine must not be an instance of the annotated class (object, Awaitable, Hashable all admit one)
+        return not issubclass(types.CoroutineType, target)
+    except TypeError:  # a Protocol that cannot be checked at run time
+        return False
 
 
 def qualname(obj: object) -> str:
@@ -123,4 +149,4 @@ def analyse(call: Callable[..., Any]) -> CallableInfo:
                 )
             marker, default = default, EMPTY
         params.append(Param(p.name, p.kind, annotation, marker, default))
-    return CallableInfo(call, owner, kind_of(call), tuple(params))
+    return CallableInfo(call, owner, kind_of(call), tuple(params), signature.return_annotation)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import types
-import warnings
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -15,6 +15,7 @@ import anyio
 from ._compile import compile_plan
 from ._concurrent import resolve_concurrently
 from ._errors import BackgroundTaskError, DITasksError, MissingValueError, ScopeError
+from ._flush import InProcessFlusher
 from ._inspect import EMPTY, Kind
 from ._solve import APP_VALUE, CACHE_APP, CACHE_REQUEST, CONTAINER, SCOPE, SLOT, TASKS, Plan, Step, ValueNeed
 from ._tasks import BackgroundTasks, TaskState
@@ -36,7 +37,8 @@ _OPEN, _CLOSING, _CLOSED = 0, 1, 2
 
 
 def _missing(need: ValueNeed) -> MissingValueError:
-    hint = f"{need.annotation.__name__} " if isinstance(need.annotation, type) else ""
+    bindable = isinstance(need.annotation, type) and need.annotation.__module__ != "builtins"
+    hint = f"{need.annotation.__name__} " if bindable else ""
     return MissingValueError(
         f"no value for parameter {need.name!r} of {need.function}: it has no Depends marker, no default, and no "
         f"{hint}value was given by name{' or bound by type' if hint else ''}. Pass {need.name}=... to "
@@ -97,24 +99,39 @@ solved at every call) never pays for compiling."""
 
 
 def execute(
-    plan: Plan, scope: Scope, args: tuple[Any, ...], values: dict[str, Any], root_limiter: Any = None
+    plan: Plan,
+    scope: Scope,
+    args: tuple[Any, ...],
+    values: dict[str, Any],
+    root_limiter: Any = None,
+    *,
+    fresh: bool = False,
 ) -> Coroutine[Any, Any, Any]:
     """Run a plan in ``scope``: compute every step in order, then call the root with the caller's ``args``.
 
     Returns the coroutine of the compiled plan directly (no extra frame per resolution); await it. The first
-    execution of a plan is interpreted, later ones run the compiled form (see ``_compile``).
+    execution of a plan is interpreted, later ones run the compiled form (see ``_compile``). ``fresh`` says the
+    scope was made for this call alone, so the form without request-cache lookups may run.
     Call-scoped generators are torn down before the coroutine returns.
     """
     if scope.container.concurrent_resolution:
         return resolve_concurrently(plan, scope, args, values, root_limiter)
+    if args and not plan.nargs:  # extra positional arguments the plan was not solved for: prepend them
+        return interpret(plan, scope, args, values, root_limiter)
+    if fresh and plan.fresh_ok:
+        run = plan.run_fresh
+        if run is None:
+            plan.uses += 1
+            if plan.uses < COMPILE_AFTER:
+                return interpret(plan, scope, args, values, root_limiter)
+            run = plan.run_fresh = compile_plan(plan, fresh=True)
+        return run(scope, args, values, root_limiter)
     run = plan.run
     if run is None:
         plan.uses += 1
-        if plan.uses < COMPILE_AFTER or (args and not plan.nargs):
+        if plan.uses < COMPILE_AFTER:
             return interpret(plan, scope, args, values, root_limiter)
         run = plan.run = compile_plan(plan)
-    elif args and not plan.nargs:  # extra positional arguments the plan was not solved for: prepend them
-        return interpret(plan, scope, args, values, root_limiter)
     return run(scope, args, values, root_limiter)
 
 
@@ -125,6 +142,7 @@ async def interpret(
     results: list[Any] = [None] * len(plan.steps)
     call_stack: list[Teardown] = []
     last = len(plan.steps) - 1
+    check_values(plan, scope, values)
     try:
         for step in plan.steps:
             results[step.slot] = await run_step(step, results, scope, values, args, root_limiter, last, call_stack)
@@ -139,6 +157,14 @@ async def interpret(
         if error is not None:
             raise error
     return results[last]
+
+
+def check_values(plan: Plan, scope: Scope, values: dict[str, Any]) -> None:
+    """Raise ``MissingValueError`` for the first value the plan cannot find, before any step runs."""
+    if plan.value_sources:
+        types_ = scope.types
+        for src in plan.value_sources:
+            _arg(src, [], scope, values, types_)
 
 
 async def run_step(
@@ -184,18 +210,26 @@ async def run_step(
             value = await anyio.to_thread.run_sync(functools.partial(call, *pos, **kw), limiter=root_limiter)
         else:
             value = call(*pos, **kw)
-        if type(value) is types.CoroutineType:
+        if step.check and type(value) is types.CoroutineType:
             value.close()
             raise DITasksError(
                 f"{step.name} is a plain function but returned a coroutine; declare it with 'async def' "
                 "so it is awaited"
             )
     else:
-        stack = call_stack if step.teardown == 2 else scope._teardown
-        value = await setup_generator(step, call, pos, kw, stack)
+        value = await setup_generator(step, call, pos, kw, teardown_stack(step, scope, call_stack))
     if cache == CACHE_REQUEST:
         scope.cache[step.key] = value
     return value
+
+
+def teardown_stack(step: Step, scope: Scope, call_stack: list[Teardown]) -> list[Teardown]:
+    """Where a generator step's teardown goes: the call's, the request scope's or the app's exit."""
+    if step.teardown == 2:
+        return call_stack
+    if step.teardown == 1:
+        return scope._teardown
+    return scope.container._app_stack(step)  # an uncached app-scoped generator: torn down at app exit
 
 
 async def setup_generator(
@@ -268,17 +302,39 @@ class Scope:
         cache: request-scoped values computed so far.
     """
 
-    __slots__ = ("__weakref__", "_state", "_teardown", "_token", "cache", "container", "tasks", "types", "values")
+    __slots__ = ("__weakref__", "_collector", "_state", "_teardown", "_token", "cache", "container", "types", "values")
 
     def __init__(self, container: Container, values: dict[str, Any]) -> None:
         self.container = container
         self.values = values
         self.types: dict[type, Any] = {}
         self.cache: dict[Any, Any] = {}
-        self.tasks = BackgroundTasks(container)
+        self._collector: BackgroundTasks | None = None  # made on first use: many scopes never add a task
         self._teardown: list[Teardown] = []
         self._state = _OPEN
         self._token: Any = None
+
+    @property
+    def tasks(self) -> BackgroundTasks:
+        """The scope's :class:`BackgroundTasks`: one per scope, the same object at every depth."""
+        collector = self._collector
+        if collector is None:
+            collector = self._collector = BackgroundTasks(self.container)
+            collector._owned = True
+            collector._closed = self._state == _CLOSED
+        return collector
+
+    def _close_idle(self) -> bool:
+        """Close at once when there is nothing to flush or tear down; the common case skips a coroutine."""
+        if self._state != _OPEN or self._teardown:
+            return False
+        collector = self._collector
+        if collector is not None:
+            if collector._tasks:
+                return False
+            collector._closed = True
+        self._state = _CLOSED
+        return True
 
     def bind(self, tp: type[T], value: T) -> None:
         """Make ``value`` the value of every parameter annotated exactly ``tp`` (not given by name) in this scope.
@@ -286,7 +342,7 @@ class Scope:
         Raises:
             TypeError: ``tp`` is not a class, or is a builtin type (builtins are never matched by type).
         """
-        if not isinstance(tp, type) or tp.__module__ == "builtins":
+        if not isinstance(tp, type) or tp.__module__ == "builtins":  # type: ignore[redundant-expr]  # runtime check of user input
             raise TypeError(f"Scope.bind() takes a non-builtin class, got {tp!r}; pass builtin values by name")
         self.types[tp] = value
 
@@ -314,12 +370,13 @@ class Scope:
         self._token = current_scope.set(self)
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: types.TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: types.TracebackType | None
+    ) -> None:
         if self._token is not None:
-            try:
+            # exited in another context than it was entered in (e.g. a lifespan task): nothing to reset there
+            with contextlib.suppress(ValueError):
                 current_scope.reset(self._token)
-            except ValueError:  # exited in another context than it was entered in (e.g. a lifespan task)
-                pass
             self._token = None
         await self.close(exc)
 
@@ -336,6 +393,8 @@ class Scope:
             BackgroundTaskError: a task failed (and ``raise_task_errors``, and the body did not raise).
             BaseException: a teardown raised; it propagates after the tasks were handled.
         """
+        if exc is None and self._close_idle():
+            return
         if self._state != _OPEN:
             return
         self._state = _CLOSING
@@ -349,13 +408,15 @@ class Scope:
             except anyio.get_cancelled_exc_class() as cancelled:
                 await self._abandon(cancelled)
                 raise
-        self.tasks._closed = True
+        collector = self._collector
+        if collector is not None:
+            collector._closed = True
         self._state = _CLOSED
         if error is not None and error is not exc:
             raise error
-        if exc is None and raise_task_errors:
+        if exc is None and raise_task_errors and collector is not None:
             failed_state = TaskState.FAILED  # read once: enum member access is slow on CPython 3.11
-            failed = [t for t in self.tasks._tasks if t.state is failed_state]
+            failed = [t for t in collector._tasks if t.state is failed_state]
             if failed:
                 raise BackgroundTaskError(
                     f"{len(failed)} background task(s) failed: {', '.join(t.name for t in failed)}",
@@ -382,14 +443,16 @@ class Scope:
             )
 
     async def _exit_steps(self, exc: BaseException | None) -> BaseException | None:
-        await self._flush(exc)
+        if self._collector is not None:
+            await self._flush(self._collector, exc)
         error = await unwind(self._teardown, exc) if self._teardown else exc
-        await self._flush(exc)
+        if self._collector is not None:  # tasks added during teardown (or a collector first asked for there)
+            await self._flush(self._collector, exc)
         return error
 
-    async def _flush(self, exc: BaseException | None) -> None:
-        collector = self.tasks
-        while len(collector):
+    async def _flush(self, collector: BackgroundTasks, exc: BaseException | None) -> None:
+        tasks = collector._tasks
+        while collector._flushed < len(tasks):
             batch = collector._take()
             if exc is not None and not self.container.run_tasks_on_error:
                 for task in batch:
@@ -401,17 +464,9 @@ class Scope:
                     ", ".join(t.name for t in batch),
                 )
                 continue
-            await self.container.flusher.flush(batch)
-
-    def __del__(self) -> None:
-        if self._state == _CLOSED:
-            return
-        lost = [t.name for t in self.tasks if t.state is TaskState.PENDING]
-        if lost:
-            warnings.warn(
-                f"a di_tasks scope was garbage-collected without exiting, so {len(lost)} background task(s) "
-                f"never ran: {', '.join(lost)}. Use 'async with container.scope()'",
-                RuntimeWarning,
-                stacklevel=1,
-            )
-
+            flusher = self.container.flusher
+            if type(flusher) is InProcessFlusher and flusher.concurrency == 1:  # the default: one frame less
+                for task in batch:
+                    await task.run()
+            else:
+                await flusher.flush(batch)

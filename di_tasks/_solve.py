@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from ._errors import DependencyCycleError, ScopeError, WiringError
-from ._inspect import EMPTY, CallableInfo, Kind, analyse, qualname
+from ._inspect import EMPTY, CallableInfo, Kind, analyse, qualname, surely_not_awaitable
 from ._markers import SCOPE_RANK, Dependency, ScopeName
 
 # Source codes of a plan argument, kept as small ints so executing a plan is a tight loop.
@@ -119,7 +119,9 @@ class Graph:
 class Step:
     """One call of an execution plan; plain slots, read in the hot loop."""
 
-    __slots__ = ("cache", "call", "key", "kind", "kw", "kwpos", "name", "pos", "slot", "teardown", "to_thread")
+    __slots__ = (
+        "cache", "call", "check", "key", "kind", "kw", "kwpos", "name", "pos", "slot", "teardown", "to_thread",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -133,8 +135,11 @@ class Step:
         to_thread: bool,
         name: str,
         kwpos: int = 0,
+        check: bool = True,
     ) -> None:
         self.call = call
+        # whether a sync call's result must be checked for a coroutine (see ``surely_not_awaitable``)
+        self.check = check
         try:
             hash(call)
         except TypeError:  # an unhashable callable instance: cached by identity (plans keep it alive)
@@ -162,11 +167,25 @@ class Plan:
         graph: the solved graph.
         nargs: how many positional arguments the caller passes to the root.
         run: the compiled form (see ``_compile``), made on the plan's second execution; ``None`` before.
+        run_fresh: the compiled form for a scope made for this one call, without request-cache lookups.
+        fresh_ok: whether ``run_fresh`` may be used (no dependency is handed the ``Scope``).
         uses: how many times the plan ran interpreted.
         source: the compiled form's Python source, for reading and tracebacks (empty before).
     """
 
-    __slots__ = ("graph", "nargs", "needs_app", "root_async", "run", "source", "steps", "uses")
+    __slots__ = (
+        "fresh_ok",
+        "graph",
+        "nargs",
+        "needs_app",
+        "root_async",
+        "run",
+        "run_fresh",
+        "source",
+        "steps",
+        "uses",
+        "value_sources",
+    )
 
     def __init__(self, steps: tuple[Step, ...], graph: Graph, nargs: int) -> None:
         self.steps = steps
@@ -175,6 +194,15 @@ class Plan:
         self.needs_app = any(s.cache == CACHE_APP for s in steps)
         self.root_async = steps[-1].kind is Kind.ASYNC
         self.run: Callable[..., Coroutine[Any, Any, Any]] | None = None
+        self.run_fresh: Callable[..., Coroutine[Any, Any, Any]] | None = None
+        # A plan may skip the request cache when it runs alone in a scope made for it (Container.call, a
+        # task's scope): nothing else reads that cache, unless a dependency is handed the Scope itself.
+        # Every value looked up by name: checked before the first step runs, so a missing one fails the
+        # resolution before anything is called.
+        self.value_sources = tuple(
+            src for st in steps for src in (*st.pos, *(src for _, src in st.kw)) if src[0] in (VALUE, APP_VALUE)
+        )
+        self.fresh_ok = not any(src[0] == SCOPE for st in steps for src in (*st.pos, *(src for _, src in st.kw)))
         self.uses = 0
         self.source = ""
 
@@ -331,7 +359,19 @@ class Solver:
         slot = len(self._steps)
         to_thread = sync_to_thread and info.kind in (Kind.SYNC, Kind.CLASS, Kind.GENERATOR)
         self._steps.append(
-            Step(info.call, info.kind, cache, teardown, slot, tuple(pos), tuple(kw), to_thread, info.name, kwpos)
+            Step(
+                info.call,
+                info.kind,
+                cache,
+                teardown,
+                slot,
+                tuple(pos),
+                tuple(kw),
+                to_thread,
+                info.name,
+                kwpos,
+                check=info.kind is Kind.SYNC and not surely_not_awaitable(info.returns),
+            )
         )
         self._nodes.append(node)
         return slot, node

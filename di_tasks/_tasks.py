@@ -7,8 +7,9 @@ import enum
 import inspect
 import logging
 import types
+import warnings
 from collections.abc import Callable, Coroutine, Generator, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast
 
 import anyio
 
@@ -233,7 +234,7 @@ class Task:
 def _call_in(
     context: contextvars.Context, func: Callable[..., T], args: tuple[Any, ...], kwargs: Mapping[str, Any]
 ) -> T:
-    result = context.run(func, *args, **kwargs)
+    result: Any = context.run(func, *args, **kwargs)
     if type(result) is types.CoroutineType:  # e.g. add_task(lambda: send()): never awaited, a silent no-op
         result.close()
         from ._inspect import qualname
@@ -242,7 +243,7 @@ def _call_in(
             f"background task {qualname(func)} is a plain function but returned a coroutine, which would never "
             "be awaited; pass the async function itself (add_task(send, arg)) or declare it with 'async def'"
         )
-    return result
+    return cast("T", result)
 
 
 class BackgroundTasks:
@@ -253,7 +254,7 @@ class BackgroundTasks:
     order in the README). Iterating it, or ``len()``, shows the tasks not flushed yet.
     """
 
-    __slots__ = ("_closed", "_container", "_flushed", "_tasks", "label")
+    __slots__ = ("_closed", "_container", "_flushed", "_owned", "_tasks", "label")
 
     def __init__(self, container: Container | None = None) -> None:
         """Make a collector.
@@ -270,6 +271,7 @@ class BackgroundTasks:
         self._tasks: list[Task] = []
         self._flushed = 0
         self._closed = False
+        self._owned = False  # set by the scope that flushes it
         self.label: str | None = None
         """Copied to each task added here (see ``Task.label``)."""
 
@@ -323,6 +325,18 @@ class BackgroundTasks:
     def all(self) -> tuple[Task, ...]:
         """Every task ever added to this collector, flushed or not, in the order added."""
         return tuple(self._tasks)
+
+    def __del__(self) -> None:
+        if not self._owned or self._closed:
+            return
+        lost = [t.name for t in self._tasks if t.state is _PENDING]
+        if lost:
+            warnings.warn(
+                f"a di_tasks scope was garbage-collected without exiting, so {len(lost)} background task(s) "
+                f"never ran: {', '.join(lost)}. Use 'async with container.scope()'",
+                RuntimeWarning,
+                stacklevel=1,
+            )
 
     def _take(self) -> list[Task]:
         batch = self._tasks[self._flushed :]
