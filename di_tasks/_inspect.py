@@ -64,7 +64,7 @@ def surely_not_awaitable(annotation: Any) -> bool:
     if origin is Annotated:
         return surely_not_awaitable(get_args(annotation)[0])
     target = origin if isinstance(origin, type) else annotation
-    if not isinstance(target, type) or target is Any:  # Any is a class on 3.11+
+    if not isinstance(target, type) or target is Any or target is EMPTY:  # Any and "no annotation" are classes
         return False
     try:  # a coroutine must not be an instance of the annotated class (object, Awaitable, Hashable all admit one)
         return not issubclass(types.CoroutineType, target)

@@ -327,3 +327,105 @@ async def test_tracebacks_show_the_generated_lines() -> None:
     assert "<di_tasks plan " in text
     assert "fallback(src0_0, types_)" in text
     assert plan.source.startswith("async def run(")
+
+
+def counted_settings() -> int:
+    EVENTS.append("settings")
+    return 1
+
+
+def left_of(s: Annotated[int, Depends(counted_settings)]) -> int:
+    return s
+
+
+def right_of(s: Annotated[int, Depends(counted_settings)]) -> int:
+    return s + 1
+
+
+async def diamond_root(a: Annotated[int, Depends(left_of)], b: Annotated[int, Depends(right_of)]) -> int:
+    return a + b
+
+
+async def scope_user(scope: Scope, a: Annotated[int, Depends(left_of)]) -> int:
+    return a + await scope.call(right_of)
+
+
+async def test_a_scope_made_for_one_call_skips_the_request_cache(mode: str) -> None:
+    """Container.call runs the fresh-scope form: the diamond is still computed once per call."""
+    container = Container()
+    for _ in range(3):
+        EVENTS.clear()
+        assert await container.call(diamond_root) == 3
+        assert EVENTS == ["settings"]
+    plan = container._plan(diamond_root, 0)
+    assert (plan.run_fresh is not None) == (mode == "compiled")
+    assert plan.run is None  # the cached form is made only when a shared scope runs the plan
+
+
+async def test_a_plan_handed_the_scope_keeps_the_request_cache(mode: str) -> None:
+    """A dependency that receives the Scope may call more in it, so the cache must be filled."""
+    container = Container()
+    for _ in range(3):
+        EVENTS.clear()
+        assert await container.call(scope_user) == 3
+        assert EVENTS == ["settings"]  # right_of, called through the scope, reused the cached settings
+    plan = container._plan(scope_user, 0)
+    assert not plan.fresh_ok
+    assert plan.run_fresh is None
+
+
+def test_the_fresh_form_has_no_cache_lookups() -> None:
+    """The generated fresh-scope source reads no cache; the shared-scope source does."""
+    plan = Solver({}).solve(diamond_root, 0)
+    fresh, _ = generate(plan, fresh=True)
+    shared, _ = generate(plan)
+    assert "in cache" not in fresh
+    assert "cache[" not in fresh
+    assert "for a fresh scope" in fresh
+    assert "in cache:" in shared
+
+
+def first_called() -> str:
+    EVENTS.append("first called")
+    return "first"
+
+
+def needs_later(token: str) -> str:
+    return token
+
+
+async def value_root(a: Annotated[str, Depends(first_called)], b: Annotated[str, Depends(needs_later)]) -> str:
+    return a + b
+
+
+async def test_a_missing_value_fails_before_any_step_runs(mode: str) -> None:
+    """No dependency is called when a value needed further down is missing."""
+    container = Container()
+    for _ in range(3):
+        with pytest.raises(MissingValueError, match=r"'token' of .*needs_later"):
+            await container.call(value_root)
+    assert EVENTS == []
+    assert await container.call(value_root, token="!") == "first!"
+
+
+async def per_use_resource() -> AsyncIterator[str]:
+    EVENTS.append("resource:setup")
+    yield "resource"
+    EVENTS.append("resource:teardown")
+
+
+async def uses_uncached_app(r: Annotated[str, Depends(per_use_resource, scope="app", use_cache=False)]) -> str:
+    EVENTS.append("body")
+    return r
+
+
+async def test_an_uncached_app_generator_lives_until_the_app_exits(mode: str) -> None:
+    """use_cache=False with scope='app': a new value per use, each torn down at app exit, not request exit."""
+    container = Container()
+    async with container:
+        for _ in range(3):
+            assert await container.call(uses_uncached_app) == "resource"
+        assert "resource:teardown" not in EVENTS
+    assert EVENTS.count("resource:teardown") == 3
+    with pytest.raises(DITasksError, match="app lifetime is not open"):
+        await Container().call(uses_uncached_app)

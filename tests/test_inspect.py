@@ -2,12 +2,12 @@
 
 import functools
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 
 from di_tasks import Kind, WiringError
-from di_tasks._inspect import analyse, kind_of, qualname
+from di_tasks._inspect import EMPTY, analyse, kind_of, qualname
 
 
 def sync_fn() -> int:
@@ -77,3 +77,21 @@ def test_analyse_reads_parameters_and_rejects_what_it_cannot_read() -> None:
     coro.close()
     with pytest.raises(WiringError, match="cannot read the signature of"):
         analyse(vars)
+
+
+def test_return_annotations_that_rule_out_a_coroutine() -> None:
+    """Concrete non-awaitable returns skip the run-time coroutine check; anything that admits one keeps it."""
+    import collections.abc
+    from typing import NewType, Optional, Protocol
+
+    from di_tasks._inspect import surely_not_awaitable
+
+    user_id = NewType("user_id", int)
+
+    class Shape(Protocol):
+        def area(self) -> float: ...
+
+    sure = [int, user_id, None, type(None), Optional[int], int | str, list[int], Annotated[str, "meta"]]  # noqa: UP045  # the old spelling is what is tested
+    unsure = [Any, object, collections.abc.Hashable, collections.abc.Awaitable[int], Shape, "int", EMPTY, int | Any]
+    assert [surely_not_awaitable(a) for a in sure] == [True] * len(sure)
+    assert [surely_not_awaitable(a) for a in unsure] == [False] * len(unsure)
