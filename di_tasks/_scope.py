@@ -6,9 +6,9 @@ import contextlib
 import functools
 import logging
 import types
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
 import anyio
 
@@ -346,6 +346,10 @@ class Scope:
             raise TypeError(f"Scope.bind() takes a non-builtin class, got {tp!r}; pass builtin values by name")
         self.types[tp] = value
 
+    @overload
+    async def call(self, func: Callable[..., Awaitable[T]], /, *args: Any, **values: Any) -> T: ...
+    @overload
+    async def call(self, func: Callable[..., T], /, *args: Any, **values: Any) -> T: ...
     async def call(self, func: Callable[..., Any], /, *args: Any, **values: Any) -> Any:
         """Resolve ``func``'s dependencies in this scope and call it.
 
