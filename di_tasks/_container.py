@@ -220,8 +220,12 @@ class Container:
         except (KeyError, TypeError):
             plan = self._plan(func, len(args))
         scope = Scope(self, {**self._values, **values} if self._values else values)
+        run = plan.run_fresh
         try:
-            result = await execute(plan, scope, args, scope.values, fresh=True)
+            if run is not None and not args and not self.concurrent_resolution:  # compiled: no dispatch needed
+                result = await run(scope, args, scope.values, None)
+            else:
+                result = await execute(plan, scope, args, scope.values, fresh=True)
         except BaseException as exc:
             await scope.close(exc)
             raise

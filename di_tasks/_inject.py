@@ -45,7 +45,9 @@ injected call in the same scope that returns (an endpoint that caught its helper
 class _Injected:
     """What one decorated function needs at each call; built once, at decoration."""
 
-    __slots__ = ("container", "func", "name", "positional", "resolver", "signature", "types")
+    __slots__ = (
+        "container", "func", "keywords", "name", "only", "positional", "resolver", "runtime", "signature", "types",
+    )  # fmt: skip
 
     def __init__(self, container: Container, func: Callable[..., Any]) -> None:
         info = analyse(func)  # WiringError with the function's name if its signature cannot be used
@@ -84,9 +86,22 @@ class _Injected:
         shown = {p.name for p in visible}
         self.types = {p.name: p.annotation for p in info.params if p.name in shown and _bindable(p.annotation)}
         self.resolver = _resolver(func, hidden)
+        # Fast paths for how frameworks call endpoints: every parameter by keyword (FastAPI, Litestar) or a lone
+        # positional request (Starlette). Anything else goes through Signature.bind, which explains mistakes.
+        simple = [p for p in visible if p.kind is not inspect.Parameter.POSITIONAL_ONLY]
+        self.keywords = frozenset(p.name for p in simple) if len(simple) == len(visible) else None
+        self.only = (
+            visible[0].name if len(visible) == 1 and visible[0].kind is not inspect.Parameter.KEYWORD_ONLY else None
+        )
+        self.runtime: dict[type, bool] = {}  # whether a value's own class may be bound by type, per class
 
     def values(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The caller's arguments by name (``TypeError`` naming the function when they do not fit)."""
+        if not args:
+            if self.keywords is not None and kwargs.keys() == self.keywords:
+                return kwargs
+        elif self.only is not None and len(args) == 1 and not kwargs:
+            return {self.only: args[0]}
         try:
             return self.signature.bind(*args, **kwargs).arguments
         except TypeError as exc:
@@ -94,13 +109,18 @@ class _Injected:
 
     def bind_types(self, scope: Scope, values: Mapping[str, Any]) -> None:
         """Make each provided value visible by its declared class and by its own class."""
+        bound = scope.types  # written directly: the classes were vetted once, here or at decoration
+        known = self.runtime
         for name, value in values.items():
             declared = self.types.get(name)
             if declared is not None:
-                scope.bind(declared, value)
+                bound[declared] = value
             runtime: type[Any] = value.__class__
-            if _bindable(runtime):
-                scope.bind(runtime, value)
+            ok = known.get(runtime)
+            if ok is None:
+                ok = known[runtime] = _bindable(runtime)
+            if ok:
+                bound[runtime] = value
 
     def scope_for_call(self) -> Scope | None:
         """The active scope of this container, if there is an open one."""
