@@ -62,7 +62,7 @@ async def resolve_concurrently(
         BaseException: the first failure of a step, once the other steps are cancelled and call-scoped
             generators torn down.
     """
-    from ._scope import check_values, interpret, run_step, unwind
+    from ._scope import check_values, end_call, interpret, run_step
 
     if not worth_it(plan):
         return await interpret(plan, scope, args, values, root_limiter)
@@ -99,15 +99,9 @@ async def resolve_concurrently(
             raise first_error(group) from None
         results[last] = await run_step(steps[last], results, scope, values, args, root_limiter, last, call_stack)
     except BaseException as exc:
-        if call_stack:
-            error = await unwind(call_stack, exc)
-            if error is not exc and error is not None:
-                raise error from None
+        await end_call(call_stack, exc)
         raise
-    if call_stack:
-        error = await unwind(call_stack, None)
-        if error is not None:
-            raise error
+    await end_call(call_stack, None)
     return results[last]
 
 

@@ -17,7 +17,7 @@ import anyio.lowlevel
 from ._errors import ScopeError, WiringError
 from ._flush import Flusher, InProcessFlusher, TaskChecker
 from ._inspect import Kind, kind_of, qualname
-from ._scope import Scope, Teardown, execute, setup_generator, unwind
+from ._scope import Scope, Teardown, execute, in_event_loop, setup_generator, unwind
 from ._solve import CONTAINER, SCOPE, TASKS, Graph, Plan, Solver, Step, TaskSpec, register_special
 from ._tasks import BackgroundTasks, Task
 
@@ -249,8 +249,8 @@ class Container:
     def run(
         self, func: Callable[..., Any], /, *args: Any, backend: Literal["asyncio", "trio"] = "asyncio", **values: Any
     ) -> Any:
-        """Like :meth:`call`, from synchronous code: starts an event loop, enters the container if it is not
-        entered yet (so app-scoped dependencies are set up and torn down), and returns the result.
+        """Like :meth:`call`, from synchronous code: starts an event loop, enters the container for the call (so
+        app-scoped dependencies are set up, and torn down when the last entry exits), and returns the result.
 
         Args:
             func: the function to call.
@@ -264,19 +264,15 @@ class Container:
         """
         if backend not in ("asyncio", "trio"):
             raise ValueError(f"Container.run(backend=...) must be 'asyncio' or 'trio', got {backend!r}")
-        try:
-            anyio.get_current_task()
-        except RuntimeError:
-            pass
-        else:
+        if in_event_loop():
             raise RuntimeError(
                 f"Container.run({qualname(func)}) was called inside a running event loop; use "
                 "'await container.call(...)' there"
             )
 
         async def main() -> Any:
-            if self._entered:
-                return await self.call(func, *args, **values)
+            # Always enter (entries are counted): a run in another thread keeps the app lifetime open while
+            # this one still uses it, and the last one out tears it down.
             async with self:
                 return await self.call(func, *args, **values)
 

@@ -23,7 +23,7 @@ import anyio.from_thread
 
 from ._errors import WiringError
 from ._inspect import Kind, analyse
-from ._scope import _OPEN, Scope, current_scope
+from ._scope import _OPEN, Scope, current_scope, in_event_loop
 from ._solve import _SPECIAL
 
 if TYPE_CHECKING:
@@ -199,11 +199,7 @@ def inject(container: Container, func: Callable[..., T]) -> Callable[..., T]:
 
 
 def _call_sync(target: _Injected, values: dict[str, Any]) -> Any:
-    try:
-        anyio.get_current_task()
-    except RuntimeError:
-        pass
-    else:
+    if in_event_loop():
         raise RuntimeError(
             f"{target.name} is a sync function decorated with Container.inject() and was called on the event loop's "
             "thread, where resolving its dependencies would block the loop; make it 'async def', or call it in a "

@@ -147,16 +147,30 @@ async def interpret(
         for step in plan.steps:
             results[step.slot] = await run_step(step, results, scope, values, args, root_limiter, last, call_stack)
     except BaseException as exc:
-        if call_stack:
-            error = await unwind(call_stack, exc)
-            if error is not exc and error is not None:
-                raise error from None
+        await end_call(call_stack, exc)
         raise
-    if call_stack:
-        error = await unwind(call_stack, None)
-        if error is not None:
-            raise error
+    await end_call(call_stack, None)
     return results[last]
+
+
+async def end_call(call_stack: list[Teardown], exc: BaseException | None) -> None:
+    """Tear the call-scoped generators down when the call ends; raise what a teardown raised instead of the
+    body's ``exc`` (which the caller re-raises otherwise)."""
+    if call_stack:
+        error = await unwind(call_stack, exc)
+        if error is not None and error is not exc:
+            if exc is not None:
+                raise error from None  # chained to the body's error through __context__
+            raise error
+
+
+def in_event_loop() -> bool:
+    """Whether this thread is running an AnyIO-supported event loop right now."""
+    try:
+        anyio.get_current_task()
+    except RuntimeError:
+        return False
+    return True
 
 
 def check_values(plan: Plan, scope: Scope, values: dict[str, Any]) -> None:
