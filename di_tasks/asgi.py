@@ -52,7 +52,9 @@ class ScopeMiddleware:
     the traceback, and passed to the container's ``on_task_error`` hook; the other tasks still run.
     """
 
-    def __init__(self, app: ASGIApp, *, container: Container, shutdown_timeout: float = 10.0) -> None:
+    def __init__(
+        self, app: ASGIApp, *, container: Container, shutdown_timeout: float = 10.0, max_pending_exits: int = 256
+    ) -> None:
         """Wrap ``app``.
 
         Args:
@@ -61,13 +63,21 @@ class ScopeMiddleware:
             shutdown_timeout: seconds lifespan shutdown waits for running flushes before cancelling them. A sync
                 task in a worker thread cannot be interrupted; give the container a ``task_timeout`` to bound it.
 
+            max_pending_exits: how many request scopes may wait in the lifespan's task group for their tasks at once.
+                Past that, a request's scope exits inline after its response was sent, as without lifespan: the
+                client already has its response, but that connection's ASGI call ends only after the tasks ran.
+                This is the backpressure that keeps background work from piling up under a saturating load.
+
         Raises:
-            ValueError: ``shutdown_timeout`` is negative.
+            ValueError: ``shutdown_timeout`` is negative, or ``max_pending_exits`` is less than 1.
         """
         if shutdown_timeout < 0:
             raise ValueError(
                 f"ScopeMiddleware(shutdown_timeout=...) must be 0 or more seconds, got {shutdown_timeout!r}"
             )
+        if max_pending_exits < 1:
+            raise ValueError(f"ScopeMiddleware(max_pending_exits=...) must be at least 1, got {max_pending_exits!r}")
+        self.max_pending_exits = max_pending_exits
         self.app = app
         self.container = container
         self.shutdown_timeout = shutdown_timeout
@@ -101,7 +111,7 @@ class ScopeMiddleware:
         # an injected endpoint that raised, even if the framework answered with an error response
         error = body_errors.pop(request_scope, None)
         task_group = self._task_group
-        if task_group is None:
+        if task_group is None or len(self._exiting) >= self.max_pending_exits:  # no lifespan, or backpressure
             await _close(request_scope, error)
         else:
             # registered before the task starts, so a shutdown right now still waits for (or cancels) it

@@ -586,6 +586,40 @@ async def test_tasks_start_after_the_last_body_chunk_and_the_call_returns_first(
 
 
 @pytestmark_anyio
+async def test_past_max_pending_exits_the_request_waits_for_its_own_tasks() -> None:
+    """Backpressure: with one exit already pending, the next request's ASGI call runs its tasks before returning."""
+    container = Container()
+    events: list[str] = []
+    release = anyio.Event()
+
+    async def slow(label: str) -> None:
+        await release.wait()
+        events.append(label)
+
+    @container.inject
+    async def endpoint(background_tasks: BackgroundTasks, which: str) -> None:
+        if which == "first":
+            background_tasks.add_task(slow, "slow task done")
+        else:
+            background_tasks.add_task(events.append, f"{which} task done")
+
+    async def inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await endpoint(which=scope["path"].strip("/"))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = ScopeMiddleware(lifespan_app(inner), container=container, max_pending_exits=1)
+    async with lifespan(middleware):
+        await middleware(http_scope("/first"), no_receive, _discard)  # its exit waits in the task group
+        await middleware(http_scope("/second"), no_receive, _discard)  # over the cap: exits inline
+        events.append("second call returned")
+        release.set()
+    assert events == ["second task done", "second call returned", "slow task done"]
+    with pytest.raises(ValueError, match=r"max_pending_exits=...\) must be at least 1, got 0"):
+        ScopeMiddleware(inner, container=container, max_pending_exits=0)
+
+
+@pytestmark_anyio
 async def test_app_error_skips_tasks_tears_down_and_propagates(caplog: pytest.LogCaptureFixture) -> None:
     """If the app raises, pending tasks are not run (logged), teardown sees the error, the error propagates."""
     container = Container()
