@@ -9,7 +9,7 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable, Generator
 from contextlib import contextmanager
-from typing import Any, Literal, Protocol, TypeVar, overload
+from typing import Any, Literal, Protocol, TypeVar, cast, overload
 
 import anyio
 import anyio.lowlevel
@@ -107,7 +107,9 @@ class Container:
     @flusher.setter
     def flusher(self, flusher: Flusher) -> None:
         self._flusher = flusher
-        self._task_checker: TaskChecker | None = flusher if callable(getattr(flusher, "check_task", None)) else None  # type: ignore[assignment]
+        # the optional second method of a flusher (see TaskChecker), looked up once
+        vets = callable(getattr(flusher, "check_task", None))
+        self._task_checker: TaskChecker | None = cast("TaskChecker", flusher) if vets else None
 
     # -- solving -------------------------------------------------------------------------------------------
 

@@ -75,7 +75,7 @@ class BackgroundTaskError(DITasksError, ExceptionGroup):
     def __init__(self, message: str, exceptions: Sequence[Exception], *, tasks: Sequence[Task] = ()) -> None:
         ExceptionGroup.__init__(self, message, exceptions)
 
-    def derive(self, excs: Sequence[Exception]) -> BackgroundTaskError:  # type: ignore[override]
+    def derive(self, excs: Sequence[Exception]) -> BackgroundTaskError:  # type: ignore[override]  # narrower than the group's on purpose
         """Keep the class when ``except*`` splits the group."""
         kept = [t for t in self.tasks if t.exception in excs]
         return BackgroundTaskError(self.message, excs, tasks=kept)
