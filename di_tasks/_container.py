@@ -98,6 +98,8 @@ class Container:
         self._app_guard = threading.Lock()
         self._app_pending: dict[Any, threading.Event] = {}
         self._entered = 0
+        # What a pure compiled plan receives as its scope in Container.call: it reads only the (empty) types.
+        self._bare_scope = Scope(self, {})
 
     @property
     def flusher(self) -> Flusher:
@@ -221,8 +223,11 @@ class Container:
             plan = self._plans[func] if not args else self._plan(func, len(args))
         except (KeyError, TypeError):
             plan = self._plan(func, len(args))
-        scope = Scope(self, {**self._values, **values} if self._values else values)
         run = plan.run_fresh
+        if run is not None and plan.pure and not args and not self.concurrent_resolution:
+            # nothing to cache, flush or tear down: no scope of its own, nothing to exit
+            return await run(self._bare_scope, args, {**self._values, **values} if self._values else values, None)
+        scope = Scope(self, {**self._values, **values} if self._values else values)
         try:
             if run is not None and not args and not self.concurrent_resolution:  # compiled: no dispatch needed
                 result = await run(scope, args, scope.values, None)

@@ -169,6 +169,7 @@ class Plan:
         run: the compiled form (see ``_compile``), made on the plan's second execution; ``None`` before.
         run_fresh: the compiled form for a scope made for this one call, without request-cache lookups.
         fresh_ok: whether ``run_fresh`` may be used (no dependency is handed the ``Scope``).
+        pure: whether the plan needs no scope state at all (see ``Container.call``).
         uses: how many times the plan ran interpreted.
         source: the compiled form's Python source, for reading and tracebacks (empty before).
     """
@@ -178,6 +179,7 @@ class Plan:
         "graph",
         "nargs",
         "needs_app",
+        "pure",
         "root_async",
         "run",
         "run_fresh",
@@ -201,6 +203,12 @@ class Plan:
         # resolution before anything is called.
         self.value_sources = tuple(
             src for st in steps for src in (*st.pos, *(src for _, src in st.kw)) if src[0] in (VALUE, APP_VALUE)
+        )
+        codes = {src[0] for st in steps for src in (*st.pos, *(src for _, src in st.kw))}
+        # A plan that touches no scope state (no generator to tear down, no collector, no app value, no Scope or
+        # Container handed out) can run without a scope of its own when nothing is bound by type.
+        self.pure = not (codes & {TASKS, SCOPE, CONTAINER, APP_VALUE}) and not any(
+            st.cache == CACHE_APP or st.kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR) for st in steps
         )
         self.fresh_ok = not any(src[0] == SCOPE for st in steps for src in (*st.pos, *(src for _, src in st.kw)))
         self.uses = 0

@@ -429,3 +429,19 @@ async def test_an_uncached_app_generator_lives_until_the_app_exits(mode: str) ->
     assert EVENTS.count("resource:teardown") == 3
     with pytest.raises(DITasksError, match="app lifetime is not open"):
         await Container().call(uses_uncached_app)
+
+
+async def test_a_pure_plan_runs_without_a_scope_of_its_own() -> None:
+    """A graph with no generator, task, app value or scope access needs no scope: same results, same errors."""
+    container = Container()
+    for _ in range(3):
+        EVENTS.clear()
+        assert await container.call(diamond_root) == 3
+        assert EVENTS == ["settings"]
+    assert container._plan(diamond_root, 0).pure
+    for _ in range(3):
+        with pytest.raises(MissingValueError, match="'token'"):
+            await container.call(value_root)
+    assert container._bare_scope.types == {}
+    assert not container._plan(uses_uncached_app, 0).pure  # a generator needs a scope to tear it down
+    assert not container._plan(scope_user, 0).pure
