@@ -57,18 +57,35 @@ def run_in_context(context: contextvars.Context, coro: Coroutine[Any, Any, T]) -
     more than the task itself; stepping the coroutine by hand keeps the task on the flusher's own task
     (so cancel scopes and deadlines apply as usual) at the cost of one ``Context.run`` per suspension.
     """
-    value: Any = None
-    error: BaseException | None = None
+    try:
+        yielded = context.run(coro.send, None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]  # StopIteration.value is Any
+    return (yield from resume_in_context(context, coro, yielded))
+
+
+@types.coroutine
+def resume_in_context(
+    context: contextvars.Context, coro: Coroutine[Any, Any, T], yielded: Any
+) -> Generator[Any, Any, T]:
+    """Go on driving ``coro`` inside ``context`` after its first step suspended with ``yielded``.
+
+    Split from :func:`run_in_context` so a task that finishes without suspending (its first step) needs no
+    generator at all: ``Task.run`` takes that first step itself.
+    """
     while True:
-        try:
-            yielded = context.run(coro.send, value) if error is None else context.run(coro.throw, error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]  # StopIteration.value is Any
-        error = None
         try:
             value = yield yielded
         except BaseException as exc:  # noqa: BLE001  # forwarded into the coroutine, which decides
-            error, value = exc, None
+            try:
+                yielded = context.run(coro.throw, exc)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]  # StopIteration.value is Any
+        else:
+            try:
+                yielded = context.run(coro.send, value)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]  # StopIteration.value is Any
 
 
 class Task:
@@ -189,7 +206,13 @@ class Task:
                 spec = self._spec
                 if spec.plan is None and spec.is_async:  # the common case, without the frame of _invoke
                     context = self._context
-                    self.result = await run_in_context(context, context.run(self.func, *self.args, **self.kwargs))
+                    coro = context.run(self.func, *self.args, **self.kwargs)
+                    try:  # the first step here: a task that never suspends needs no driving generator
+                        yielded = context.run(coro.send, None)
+                    except StopIteration as stop:
+                        self.result = stop.value
+                    else:
+                        self.result = await resume_in_context(context, coro, yielded)
                 else:
                     self.result = await self._invoke(abandon=False)
             else:
