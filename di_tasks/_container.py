@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import sys
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Generator
@@ -135,8 +136,8 @@ class Container:
         except KeyError:
             pass
         except TypeError:  # an unhashable callable: solved every time, correct but slower
-            return Solver(self._overrides).solve(func, nargs)
-        plan = Solver(self._overrides).solve(func, nargs)
+            return _solve(self._overrides, func, nargs)
+        plan = _solve(self._overrides, func, nargs)
         self._plans[key] = plan
         return plan
 
@@ -459,6 +460,17 @@ class Container:
         from ._inject import inject
 
         return inject(self, func)
+
+
+def _solve(overrides: dict[Any, Callable[..., Any]], func: Callable[..., Any], nargs: int) -> Plan:
+    try:
+        return Solver(overrides).solve(func, nargs)
+    except RecursionError:
+        raise WiringError(
+            f"the dependency graph of {qualname(func)} is deeper than Python's recursion limit lets the solver walk "
+            f"(about {sys.getrecursionlimit() // 3} levels); raise it with sys.setrecursionlimit()",
+            path=(qualname(func),),
+        ) from None
 
 
 register_special(BackgroundTasks, TASKS)

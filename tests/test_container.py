@@ -488,3 +488,21 @@ async def test_unhashable_callables_are_solved_each_time() -> None:
     with pytest.raises(TypeError, match="it is unhashable"), container.override(dep, lambda: "v"):
         pass
     assert await container.call(dep) == "u"
+
+
+def test_a_graph_deeper_than_the_recursion_limit_says_how_to_fix_it() -> None:
+    """A very deep chain is a WiringError naming the root and the fix, not a bare RecursionError."""
+    import sys
+
+    namespace: dict[str, Any] = {"Annotated": Annotated, "Depends": Depends}
+    lines = ["def d0() -> int:\n    return 0\n"]
+    for i in range(1, 400):
+        lines.append(f"def d{i}(x: Annotated[int, Depends(d{i - 1})]) -> int:\n    return x\n")
+    exec("\n".join(lines), namespace)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(600)
+    try:
+        with pytest.raises(WiringError, match=r"deeper than Python's recursion limit .* sys.setrecursionlimit"):
+            Container().solve(namespace["d399"])
+    finally:
+        sys.setrecursionlimit(limit)
