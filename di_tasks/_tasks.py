@@ -61,14 +61,11 @@ def run_in_context(context: contextvars.Context, coro: Coroutine[Any, Any, T]) -
         yielded = context.run(coro.send, None)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]  # StopIteration.value is Any
-    return (yield from resume_in_context(context, coro, yielded))
+    return (yield from _resume(context, coro, yielded))
 
 
-@types.coroutine
-def resume_in_context(
-    context: contextvars.Context, coro: Coroutine[Any, Any, T], yielded: Any
-) -> Generator[Any, Any, T]:
-    """Go on driving ``coro`` inside ``context`` after its first step suspended with ``yielded``.
+def _resume(context: contextvars.Context, coro: Coroutine[Any, Any, T], yielded: Any) -> Generator[Any, Any, T]:
+    """Drive ``coro`` on inside ``context`` after its first step suspended with ``yielded``.
 
     Split from :func:`run_in_context` so a task that finishes without suspending (its first step) needs no
     generator at all: ``Task.run`` takes that first step itself.
@@ -86,6 +83,10 @@ def resume_in_context(
                 yielded = context.run(coro.send, value)
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]  # StopIteration.value is Any
+
+
+resume_in_context = types.coroutine(_resume)
+"""Go on driving a coroutine inside a context after its first step suspended (awaitable form of ``_resume``)."""
 
 
 class Task:
