@@ -15,7 +15,10 @@ def test_the_readme_has_examples_and_the_two_commands() -> None:
     """The README opens with the demo and test commands and carries runnable examples."""
     text = README.read_text(encoding="utf-8")
     assert ".venv/bin/python -m di_tasks demo" in text
-    assert ".venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest" in text
+    assert (
+        "bash .ci/redis && python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest"
+        in text
+    )
     assert len(BLOCKS) >= 5
 
 
