@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ._scope import Scope
 
 CompiledPlan = Callable[["Scope", tuple[Any, ...], dict[str, Any], Any], Coroutine[Any, Any, Any]]
-"""``run(scope, args, values, root_limiter)``: the signature shared by every compiled plan."""
+"""``run(scope, args, values, root_thread)``: the signature shared by every compiled plan."""
 
 MISSING: Final[Any] = object()
 _counter = itertools.count()
@@ -37,15 +37,17 @@ _counter = itertools.count()
 
 def returned_coroutine(value: Any, step: Step) -> None:
     """Close the coroutine a sync dependency returned and raise the error that says how to fix it."""
+    from ._scope import returned_coroutine_error
+
     value.close()
-    raise DITasksError(
-        f"{step.name} is a plain function but returned a coroutine; declare it with 'async def' so it is awaited"
-    )
+    raise returned_coroutine_error(step)
 
 
 def no_yield(step: Step) -> DITasksError:
     """The error for a generator dependency that returned without yielding."""
-    return DITasksError(f"generator dependency {step.name} returned without yielding; it must yield exactly one value")
+    from ._scope import no_yield_error
+
+    return no_yield_error(step)
 
 
 def fallback(src: tuple[Any, ...], types_: dict[type, Any]) -> Any:
@@ -106,11 +108,13 @@ def _uses_call_stack(step: Step) -> bool:
 def generate(plan: Plan, *, fresh: bool = False) -> tuple[str, dict[str, Any]]:
     """Write the source of ``plan``'s compiled function and the namespace it runs in.
 
-    With ``fresh``, request-scoped steps neither look up nor fill the scope's cache: the form for a scope
-    made for this one call, whose cache nothing else reads (within the plan, shared steps are already one).
+    With ``fresh``, request-scoped steps do not look their value up in the scope's cache, only fill it: the form
+    for a scope made for this one call, whose cache is empty when it starts (within the plan, shared steps are
+    already one). Filling it still matters: an injected helper the function calls resolves in the same scope. A
+    pure plan (see ``Plan.pure``) run fresh neither reads nor fills it: it runs without a scope of its own.
 
     Returns:
-        ``(source, namespace)``; the source defines ``async def run(scope, args, values, root_limiter)``.
+        ``(source, namespace)``; the source defines ``async def run(scope, args, values, root_thread)``.
     """
     w = _Writer()
     steps = plan.steps
@@ -119,12 +123,14 @@ def generate(plan: Plan, *, fresh: bool = False) -> tuple[str, dict[str, Any]]:
     sources = [src for s in steps for src in (*s.pos, *(src for _, src in s.kw))]
     codes = {src[0] for src in sources}
 
-    w.emit(0, "async def run(scope, args, values, root_limiter):")
+    w.emit(0, "async def run(scope, args, values, root_thread):")
     variant = ", for a fresh scope" if fresh else ""
     w.emit(1, f'"""Compiled plan of {steps[-1].name}: {len(steps)} step(s){variant}."""')
     if CACHE_APP in {s.cache for s in steps} or CONTAINER in codes or APP_VALUE in codes:
         w.emit(1, "container = scope.container")
-    if CACHE_REQUEST in {s.cache for s in steps} and not fresh:
+    # a pure plan run fresh gets no scope of its own (Container.call), so nothing could read what it stored
+    store = not (fresh and plan.pure)
+    if CACHE_REQUEST in {s.cache for s in steps} and store:
         w.emit(1, "cache = scope.cache")
     if VALUE in codes:
         w.emit(1, "types_ = scope.types")
@@ -146,7 +152,7 @@ def generate(plan: Plan, *, fresh: bool = False) -> tuple[str, dict[str, Any]]:
     for step in steps:
         _args(w, depth, step, step.slot == last, plan.nargs)
     for step in steps:
-        _step(w, depth, step, step.slot == last, plan.nargs, fresh)
+        _step(w, depth, step, step.slot == last, plan.nargs, fresh, store)
     if call_stack:
         w.emit(1, "except BaseException as exc:")
         w.emit(2, "if call_stack:")
@@ -210,9 +216,10 @@ def _list_dict(args: list[tuple[str | None, str]]) -> str:
     return f"[{pos}], {{{kw}}}"
 
 
-def _step(w: _Writer, depth: int, step: Step, root: bool, nargs: int, fresh: bool = False) -> None:
+def _step(w: _Writer, depth: int, step: Step, root: bool, nargs: int, fresh: bool = False, store: bool = True) -> None:
     i = step.slot
-    request_cached = step.cache == CACHE_REQUEST and not fresh
+    request_cached = step.cache == CACHE_REQUEST and store
+    look_up = request_cached and not fresh
     call = w.ref(f"c{i}", step.call)
     key = call if step.key is step.call else w.ref(f"k{i}", step.key)
     ref = w.ref(f"s{i}", step)
@@ -220,7 +227,7 @@ def _step(w: _Writer, depth: int, step: Step, root: bool, nargs: int, fresh: boo
     cache = "request-cached" if request_cached else "app-cached" if step.cache == CACHE_APP else "not cached"
     w.emit(depth, f"# step {i}: {step.name} ({step.kind.value}, {cache}{', in a thread' if step.to_thread else ''})")
     # ``key in cache`` first: a miss (the common case, a fresh scope) costs less than ``cache.get``
-    if request_cached:
+    if look_up:
         w.emit(depth, f"if {key} in cache:")
         w.emit(depth + 1, f"{v} = cache[{key}]")
         w.emit(depth, "else:")
@@ -241,10 +248,10 @@ def _step(w: _Writer, depth: int, step: Step, root: bool, nargs: int, fresh: boo
         if step.to_thread:
             w.emit(depth, f"{v} = await run_sync(partial({call}, {args}))")
         elif root:
-            w.emit(depth, "if root_limiter is None:")
+            w.emit(depth, "if root_thread is None:")
             w.emit(depth + 1, f"{v} = {call}({args})")
             w.emit(depth, "else:")
-            w.emit(depth + 1, f"{v} = await run_sync(partial({call}, {args}), limiter=root_limiter)")
+            w.emit(depth + 1, f"{v} = await root_thread(partial({call}, {args}))")
         else:
             w.emit(depth, f"{v} = {call}({args})")
         if step.check:
@@ -267,7 +274,7 @@ def _step(w: _Writer, depth: int, step: Step, root: bool, nargs: int, fresh: boo
 
 
 def compile_plan(plan: Plan, *, fresh: bool = False) -> CompiledPlan:
-    """Compile ``plan`` into an async function ``run(scope, args, values, root_limiter)``.
+    """Compile ``plan`` into an async function ``run(scope, args, values, root_thread)``.
 
     Its source is stored on ``plan.source`` and registered with :mod:`linecache` for tracebacks.
     With ``fresh``, the form for a scope made for this call alone (see :func:`generate`).

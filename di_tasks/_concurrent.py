@@ -54,7 +54,7 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 async def resolve_concurrently(
-    plan: Plan, scope: Scope, args: tuple[Any, ...], values: dict[str, Any], root_limiter: Any = None
+    plan: Plan, scope: Scope, args: tuple[Any, ...], values: dict[str, Any], root_thread: Any = None
 ) -> Any:
     """Execute ``plan`` like ``_scope.interpret``, with independent waiting steps running concurrently.
 
@@ -65,7 +65,7 @@ async def resolve_concurrently(
     from ._scope import check_values, end_call, interpret, run_step
 
     if not worth_it(plan):
-        return await interpret(plan, scope, args, values, root_limiter)
+        return await interpret(plan, scope, args, values, root_thread)
     check_values(plan, scope, values)
     steps = plan.steps
     last = len(steps) - 1
@@ -80,7 +80,7 @@ async def resolve_concurrently(
             dependents[slot].append(step.slot)
 
     async def run(step: Step, tg: anyio.abc.TaskGroup) -> None:
-        results[step.slot] = await run_step(step, results, scope, values, args, root_limiter, last, call_stack)
+        results[step.slot] = await run_step(step, results, scope, values, args, root_thread, last, call_stack)
         ready = [steps[j] for j in dependents[step.slot] if _done_waiting(waiting, j)]
         await start(ready, tg)
 
@@ -97,7 +97,7 @@ async def resolve_concurrently(
                 await start([s for s in steps[:-1] if waiting[s.slot] == 0], tg)
         except BaseExceptionGroup as group:
             raise first_error(group) from None
-        results[last] = await run_step(steps[last], results, scope, values, args, root_limiter, last, call_stack)
+        results[last] = await run_step(steps[last], results, scope, values, args, root_thread, last, call_stack)
     except BaseException as exc:
         await end_call(call_stack, exc)
         raise

@@ -7,6 +7,7 @@ import functools
 import inspect
 import sys
 import threading
+import types
 import weakref
 from collections.abc import Awaitable, Callable, Generator
 from contextlib import contextmanager
@@ -18,7 +19,16 @@ import anyio.lowlevel
 from ._errors import ScopeError, WiringError
 from ._flush import Flusher, InProcessFlusher, TaskChecker
 from ._inspect import Kind, kind_of, qualname
-from ._scope import Scope, Teardown, execute, in_event_loop, setup_generator, unwind
+from ._scope import (
+    Scope,
+    Teardown,
+    current_scope,
+    execute,
+    in_event_loop,
+    returned_coroutine_error,
+    setup_generator,
+    unwind,
+)
 from ._solve import CONTAINER, SCOPE, TASKS, Graph, Plan, Solver, Step, TaskSpec, register_special
 from ._tasks import BackgroundTasks, Task
 
@@ -73,12 +83,17 @@ class Container:
                 Off by default: a context variable set by a dependency is then not seen by the function.
 
         Raises:
-            ValueError: a count below 1 or a negative timeout.
+            ValueError: a count below 1, a negative timeout, or ``task_concurrency`` with a flusher of your own.
         """
         if task_threads < 1:
             raise ValueError(f"Container(task_threads=...) must be at least 1, got {task_threads!r}")
         if task_timeout is not None and task_timeout <= 0:
             raise ValueError(f"Container(task_timeout=...) must be positive or None, got {task_timeout!r}")
+        if flusher is not None and task_concurrency != 1:
+            raise ValueError(
+                "Container(task_concurrency=...) configures the default flusher and would be ignored with "
+                "flusher=...; pass InProcessFlusher(concurrency=...) as the flusher instead"
+            )
         self._values: dict[str, Any] = dict(values or {})
         self.flusher = flusher if flusher is not None else InProcessFlusher(task_concurrency)
         self.task_timeout = task_timeout
@@ -117,7 +132,8 @@ class Container:
     # -- solving -------------------------------------------------------------------------------------------
 
     def solve(self, func: Callable[..., Any]) -> Graph:
-        """Validate ``func``'s whole dependency graph without calling anything.
+        """Validate ``func``'s whole dependency graph without calling anything (a ``Container.inject`` wrapper is
+        solved as the function it wraps).
 
         Returns:
             The :class:`Graph`: its nodes, the values it needs from outside.
@@ -127,7 +143,7 @@ class Container:
             DependencyCycleError: the graph has a cycle.
             ScopeError: a dependency needs a shorter-lived one.
         """
-        return self._plan(func, 0).graph
+        return self._plan(getattr(func, "__di_tasks_injected__", func), 0).graph
 
     def _plan(self, func: Callable[..., Any], nargs: int) -> Plan:
         key: Any = func if nargs == 0 else (func, nargs)
@@ -229,14 +245,17 @@ class Container:
             # nothing to cache, flush or tear down: no scope of its own, nothing to exit
             return await run(self._bare_scope, args, {**self._values, **values} if self._values else values, None)
         scope = Scope(self, {**self._values, **values} if self._values else values)
+        token = current_scope.set(scope)  # an injected helper called by func resolves in this scope too
         try:
             if run is not None and not args and not self.concurrent_resolution:  # compiled: no dispatch needed
                 result = await run(scope, args, scope.values, None)
             else:
                 result = await execute(plan, scope, args, scope.values, fresh=True)
         except BaseException as exc:
+            current_scope.reset(token)
             await scope.close(exc)
             raise
+        current_scope.reset(token)
         if not scope._close_idle():
             await scope.close()
         return result
@@ -293,6 +312,8 @@ class Container:
 
     async def __aexit__(self, *exc_info: object) -> None:
         with self._app_guard:
+            if not self._entered:
+                raise ScopeError("the container's app lifetime was exited more often than it was entered")
             self._entered -= 1
             if self._entered:
                 return
@@ -308,7 +329,8 @@ class Container:
             raise ScopeError(
                 f"{step.name} is app-scoped, but the container's app lifetime is not open; wrap the app in "
                 "'async with container:' (the ASGI middleware does this on lifespan startup, Container.run does "
-                "it for you)"
+                "it for you)",
+                path=step.path,
             )
 
     def _app_stack(self, step: Step) -> list[Teardown]:
@@ -342,6 +364,9 @@ class Container:
                 value = await anyio.to_thread.run_sync(functools.partial(step.call, *pos, **kw))
             else:
                 value = step.call(*pos, **kw)
+            if step.check and type(value) is types.CoroutineType:
+                value.close()
+                raise returned_coroutine_error(step)
             with self._app_guard:
                 self._app_cache[step.key] = value
             return value
@@ -409,13 +434,22 @@ class Container:
         values = spec.signature.bind(*args, **kwargs).arguments if spec.signature is not None else kwargs
         values = {**self._values, **values} if self._values else dict(values)
         scope = Scope(self, values)
-        limiter = None if spec.is_async else self._thread_limiter()
+        # a sync task's own body runs in a worker thread under the tasks' limiter; past a timeout the flush stops
+        # waiting for it (the thread finishes on its own), as for a sync task without dependencies
+        root_thread = (
+            None
+            if spec.is_async
+            else functools.partial(anyio.to_thread.run_sync, limiter=self._thread_limiter(), abandon_on_cancel=abandon)
+        )
         plan = self._plan(spec.func, 0)  # solved under the overrides active now
+        token = current_scope.set(scope)
         try:
-            result = await execute(plan, scope, (), values, root_limiter=limiter, fresh=True)
+            result = await execute(plan, scope, (), values, root_thread=root_thread, fresh=True)
         except BaseException as exc:
+            current_scope.reset(token)
             await scope.close(exc)
             raise
+        current_scope.reset(token)
         await scope.close()
         return result
 

@@ -46,7 +46,8 @@ class _Injected:
     """What one decorated function needs at each call; built once, at decoration."""
 
     __slots__ = (
-        "container", "func", "keywords", "name", "only", "positional", "resolver", "runtime", "signature", "types",
+        "container", "func", "keywords", "kind", "name", "only", "positional", "resolver", "runtime", "signature",
+        "types",
     )  # fmt: skip
 
     def __init__(self, container: Container, func: Callable[..., Any]) -> None:
@@ -86,6 +87,7 @@ class _Injected:
         shown = {p.name for p in visible}
         self.types = {p.name: p.annotation for p in info.params if p.name in shown and _bindable(p.annotation)}
         self.resolver = _resolver(func, hidden)
+        self.kind = info.kind
         # Fast paths for how frameworks call endpoints: every parameter by keyword (FastAPI, Litestar) or a lone
         # positional request (Starlette). Anything else goes through Signature.bind, which explains mistakes.
         simple = [p for p in visible if p.kind is not inspect.Parameter.POSITIONAL_ONLY]
@@ -177,25 +179,41 @@ def inject(container: Container, func: Callable[..., T]) -> Callable[..., T]:
     target = _Injected(container, func)
     container.solve(func)  # every wiring error at decoration time, like a framework registering a route
     wrapper: Callable[..., Any]
-    if inspect.iscoroutinefunction(func):
+    if target.kind is Kind.ASYNC:
 
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             return await target.call(target.values(args, kwargs))
 
         wrapper = async_wrapper
     else:
+        _check_sync(target)
 
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
             return _call_sync(target, target.values(args, kwargs))
 
         wrapper = sync_wrapper
     functools.update_wrapper(wrapper, func)
+    cast("Any", wrapper).__di_tasks_injected__ = func  # Container.solve and di_tasks.testing see through it
     cast("Any", wrapper).__signature__ = target.signature  # read by inspect.signature before __wrapped__
     annotations = {p.name: p.annotation for p in target.signature.parameters.values() if p.annotation is not p.empty}
     if target.signature.return_annotation is not inspect.Signature.empty:
         annotations["return"] = target.signature.return_annotation
     wrapper.__annotations__ = annotations  # frameworks read type hints from here (typing.get_type_hints)
     return cast("Callable[..., T]", wrapper)
+
+
+def _check_sync(target: _Injected) -> None:
+    """A sync function's body runs after its dependencies are resolved, so nothing call-scoped can be torn down
+    after it: refuse call-scoped generators when the function is decorated."""
+    plan = target.container._plan(target.resolver, 0)
+    for step in plan.steps[:-1]:
+        if step.teardown == _CALL_SCOPE and step.kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR):
+            raise WiringError(
+                f"{step.name} is a call-scoped generator dependency of the sync function {target.name}, which runs in "
+                "a worker thread after its dependencies are resolved, so it could not be torn down after the call; "
+                "make the dependency request-scoped (the default) or the function 'async def'",
+                path=(target.name, step.name),
+            )
 
 
 def _call_sync(target: _Injected, values: dict[str, Any]) -> Any:
@@ -232,15 +250,6 @@ async def _resolve_in_thread(target: _Injected, values: dict[str, Any]) -> tuple
 
     Returns the scope used, the same scope if it was opened here (else ``None``), and the resolved values.
     """
-    plan = target.container._plan(target.resolver, 0)
-    for step in plan.steps[:-1]:
-        if step.teardown == _CALL_SCOPE and step.kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR):
-            raise WiringError(
-                f"{step.name} is a call-scoped generator dependency of the sync function {target.name}, which runs in "
-                "a worker thread after its dependencies are resolved, so it could not be torn down after the call; "
-                "make the dependency request-scoped (the default) or the function 'async def'",
-                path=(target.name, step.name),
-            )
     scope = target.scope_for_call()
     own = None
     if scope is None:

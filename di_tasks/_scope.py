@@ -70,7 +70,8 @@ async def unwind(stack: list[Teardown], exc: BaseException | None) -> BaseExcept
             elif is_async:
                 await gen.athrow(exc)
             elif to_thread:
-                await anyio.to_thread.run_sync(gen.throw, exc)
+                if await anyio.to_thread.run_sync(throw_or_done, gen, exc) is _MISSING:
+                    continue
             else:
                 gen.throw(exc)
         except (StopIteration, StopAsyncIteration):
@@ -103,7 +104,7 @@ def execute(
     scope: Scope,
     args: tuple[Any, ...],
     values: dict[str, Any],
-    root_limiter: Any = None,
+    root_thread: Any = None,
     *,
     fresh: bool = False,
 ) -> Coroutine[Any, Any, Any]:
@@ -115,28 +116,28 @@ def execute(
     Call-scoped generators are torn down before the coroutine returns.
     """
     if scope.container.concurrent_resolution:
-        return resolve_concurrently(plan, scope, args, values, root_limiter)
+        return resolve_concurrently(plan, scope, args, values, root_thread)
     if args and not plan.nargs:  # extra positional arguments the plan was not solved for: prepend them
-        return interpret(plan, scope, args, values, root_limiter)
+        return interpret(plan, scope, args, values, root_thread)
     if fresh and plan.fresh_ok:
         run = plan.run_fresh
         if run is None:
             plan.uses += 1
             if plan.uses < COMPILE_AFTER:
-                return interpret(plan, scope, args, values, root_limiter)
+                return interpret(plan, scope, args, values, root_thread)
             run = plan.run_fresh = compile_plan(plan, fresh=True)
-        return run(scope, args, values, root_limiter)
+        return run(scope, args, values, root_thread)
     run = plan.run
     if run is None:
         plan.uses += 1
         if plan.uses < COMPILE_AFTER:
-            return interpret(plan, scope, args, values, root_limiter)
+            return interpret(plan, scope, args, values, root_thread)
         run = plan.run = compile_plan(plan)
-    return run(scope, args, values, root_limiter)
+    return run(scope, args, values, root_thread)
 
 
 async def interpret(
-    plan: Plan, scope: Scope, args: tuple[Any, ...], values: dict[str, Any], root_limiter: Any = None
+    plan: Plan, scope: Scope, args: tuple[Any, ...], values: dict[str, Any], root_thread: Any = None
 ) -> Any:
     """The reference executor: walk the plan's steps in a loop (what the compiled form does in straight lines)."""
     results: list[Any] = [None] * len(plan.steps)
@@ -145,7 +146,7 @@ async def interpret(
     check_values(plan, scope, values)
     try:
         for step in plan.steps:
-            results[step.slot] = await run_step(step, results, scope, values, args, root_limiter, last, call_stack)
+            results[step.slot] = await run_step(step, results, scope, values, args, root_thread, last, call_stack)
     except BaseException as exc:
         await end_call(call_stack, exc)
         raise
@@ -173,6 +174,21 @@ def in_event_loop() -> bool:
     return True
 
 
+def returned_coroutine_error(step: Step) -> DITasksError:
+    """The error for a plain function that returned a coroutine (it would be injected unawaited)."""
+    return DITasksError(
+        f"{step.name} is a plain function but returned a coroutine; declare it with 'async def' so it is awaited",
+        path=step.path,
+    )
+
+
+def no_yield_error(step: Step) -> DITasksError:
+    """The error for a generator dependency that returned without yielding."""
+    return DITasksError(
+        f"generator dependency {step.name} returned without yielding; it must yield exactly one value", path=step.path
+    )
+
+
 def check_values(plan: Plan, scope: Scope, values: dict[str, Any]) -> None:
     """Raise ``MissingValueError`` for the first value the plan cannot find, before any step runs."""
     if plan.value_sources:
@@ -187,7 +203,7 @@ async def run_step(
     scope: Scope,
     values: dict[str, Any],
     args: tuple[Any, ...],
-    root_limiter: Any,
+    root_thread: Any,
     last: int,
     call_stack: list[Teardown],
 ) -> Any:
@@ -220,16 +236,13 @@ async def run_step(
     elif kind is Kind.SYNC or kind is Kind.CLASS:
         if step.to_thread:
             value = await anyio.to_thread.run_sync(functools.partial(call, *pos, **kw))
-        elif root_limiter is not None and step.slot == last:
-            value = await anyio.to_thread.run_sync(functools.partial(call, *pos, **kw), limiter=root_limiter)
+        elif root_thread is not None and step.slot == last:
+            value = await root_thread(functools.partial(call, *pos, **kw))
         else:
             value = call(*pos, **kw)
         if step.check and type(value) is types.CoroutineType:
             value.close()
-            raise DITasksError(
-                f"{step.name} is a plain function but returned a coroutine; declare it with 'async def' "
-                "so it is awaited"
-            )
+            raise returned_coroutine_error(step)
     else:
         value = await setup_generator(step, call, pos, kw, teardown_stack(step, scope, call_stack))
     if cache == CACHE_REQUEST:
@@ -261,11 +274,17 @@ async def setup_generator(
         else:
             value = next(gen)
     except (StopIteration, StopAsyncIteration):
-        raise DITasksError(
-            f"generator dependency {step.name} returned without yielding; it must yield exactly one value"
-        ) from None
+        raise no_yield_error(step) from None
     stack.append((gen, step.kind is Kind.ASYNC_GENERATOR, step.to_thread, step.name))
     return value
+
+
+def throw_or_done(gen: Any, exc: BaseException) -> Any:
+    """``gen.throw(exc)`` for worker threads: a generator that handles the error and returns ends with a marker."""
+    try:
+        return gen.throw(exc)
+    except StopIteration:
+        return _MISSING
 
 
 def next_or_done(gen: Any) -> Any:
@@ -449,7 +468,9 @@ class Scope:
         """Cancelled from outside while exiting (e.g. a server's shutdown timeout): still release request-scoped
         resources, and record and log every task that will not run instead of dropping it silently."""
         with anyio.CancelScope(shield=True):
-            await unwind(self._teardown, cancelled)
+            error = await unwind(self._teardown, cancelled)
+        if error is not None and error is not cancelled:
+            logger.error("tearing down a cancelled scope failed", exc_info=error)
         self.tasks._closed = True
         self._state = _CLOSED
         left = [t for t in self.tasks._tasks if t.state is TaskState.PENDING]
@@ -498,7 +519,7 @@ class Scope:
                     "%d background task(s) not run because the scope's body raised %s: %s",
                     len(batch),
                     type(exc).__name__,
-                    ", ".join(t.name for t in batch),
+                    ", ".join(t.display_name for t in batch),
                 )
                 continue
             flusher = self.container.flusher

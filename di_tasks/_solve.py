@@ -120,7 +120,7 @@ class Step:
     """One call of an execution plan; plain slots, read in the hot loop."""
 
     __slots__ = (
-        "cache", "call", "check", "key", "kind", "kw", "kwpos", "name", "pos", "slot", "teardown", "to_thread",
+        "cache", "call", "check", "key", "kind", "kw", "kwpos", "name", "path", "pos", "slot", "teardown", "to_thread",
     )  # fmt: skip
 
     def __init__(
@@ -136,8 +136,10 @@ class Step:
         name: str,
         kwpos: int = 0,
         check: bool = True,
+        path: tuple[str, ...] = (),
     ) -> None:
         self.call = call
+        self.path = path  # from the root to this step, for the errors raised while it runs
         # whether a sync call's result must be checked for a coroutine (see ``surely_not_awaitable``)
         self.check = check
         try:
@@ -379,6 +381,7 @@ class Solver:
                 info.name,
                 kwpos,
                 check=info.kind is Kind.SYNC and not surely_not_awaitable(info.returns),
+                path=path,
             )
         )
         self._nodes.append(node)

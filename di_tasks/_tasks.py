@@ -47,6 +47,7 @@ _FINAL: Final = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANC
 _PENDING: Final = TaskState.PENDING
 _RUNNING: Final = TaskState.RUNNING
 _SUCCEEDED: Final = TaskState.SUCCEEDED
+_DONE_CONTEXT: Final = contextvars.Context()  # what a finished task keeps instead of the context it ran in
 
 
 @types.coroutine
@@ -186,6 +187,9 @@ class Task:
 
     def _finish(self, state: TaskState) -> None:
         self.state = state
+        # The context copied at add_task may hold the scope (as the current scope), and the scope holds this task:
+        # drop it once the task is done so that cycle never outlives the request and needs the garbage collector.
+        self._context = _DONE_CONTEXT
         if self._done is not None:
             self._done.set()
 
@@ -202,6 +206,7 @@ class Task:
         if self.state is not _PENDING:
             return
         self.state = _RUNNING
+        deadline: anyio.CancelScope | None = None
         try:
             if self.timeout is None:
                 spec = self._spec
@@ -217,7 +222,7 @@ class Task:
                 else:
                     self.result = await self._invoke(abandon=False)
             else:
-                with anyio.fail_after(self.timeout):
+                with anyio.fail_after(self.timeout) as deadline:
                     self.result = await self._invoke(abandon=True)
         except anyio.get_cancelled_exc_class():
             self._finish(TaskState.CANCELLED)
@@ -226,7 +231,7 @@ class Task:
         except Exception as exc:
             self.exception = exc
             self._finish(TaskState.FAILED)
-            if isinstance(exc, TimeoutError) and self.timeout is not None:
+            if isinstance(exc, TimeoutError) and deadline is not None and deadline.cancel_called:
                 logger.error("background task %s timed out after %ss", self.display_name, self.timeout, exc_info=exc)
             else:
                 logger.error("background task %s failed", self.display_name, exc_info=exc)

@@ -249,19 +249,20 @@ async def test_call_scoped_teardown_errors(mode: str) -> None:
             await container.call(fails_cleanly)
 
 
-async def test_a_sync_root_runs_in_a_thread_when_given_a_limiter(mode: str) -> None:
-    """The root of a task plan runs under the task limiter (as a sync task with dependencies does)."""
+async def test_a_sync_root_runs_in_a_thread_when_given_a_runner(mode: str) -> None:
+    """The root of a task plan runs through the given thread runner (as a sync task with dependencies does)."""
+    import functools
     import threading
 
     def where(prefix: str, s: Annotated[int, Depends(settings_id)]) -> str:
         return f"{prefix}{threading.current_thread() is threading.main_thread()}"
 
     container = Container()
-    limiter = anyio.CapacityLimiter(1)
+    runner = functools.partial(anyio.to_thread.run_sync, limiter=anyio.CapacityLimiter(1))
     plan = container._plan(where, 1)
     for _ in range(2):
         async with container.scope() as scope:
-            assert await _scope.execute(plan, scope, ("t:",), scope.values, limiter) == "t:False"
+            assert await _scope.execute(plan, scope, ("t:",), scope.values, runner) == "t:False"
             assert await _scope.execute(plan, scope, ("n:",), scope.values) == "n:True"
 
 
@@ -289,7 +290,7 @@ def test_generated_source_is_straight_line_and_commented() -> None:
         return x
 
     source, namespace = generate(Solver({}).solve(root, 0))
-    assert source.startswith("async def run(scope, args, values, root_limiter):")
+    assert source.startswith("async def run(scope, args, values, root_thread):")
     assert "# step 0: " in source
     assert "dep (sync, request-cached)" in source
     assert "v0 = c0(a0_0, a0_1, c=a0_2)" in source  # leading parameters positionally, keyword-only by name
@@ -374,15 +375,23 @@ async def test_a_plan_handed_the_scope_keeps_the_request_cache(mode: str) -> Non
     assert plan.run_fresh is None
 
 
+async def session_root(s: Annotated[str, Depends(session)]) -> str:
+    return s
+
+
 def test_the_fresh_form_has_no_cache_lookups() -> None:
-    """The generated fresh-scope source reads no cache; the shared-scope source does."""
-    plan = Solver({}).solve(diamond_root, 0)
-    fresh, _ = generate(plan, fresh=True)
-    shared, _ = generate(plan)
-    assert "in cache" not in fresh
-    assert "cache[" not in fresh
-    assert "for a fresh scope" in fresh
+    """Fresh forms never read the cache; they fill it unless the plan is pure (it then runs without a scope)."""
+    pure = Solver({}).solve(diamond_root, 0)
+    assert pure.pure
+    fresh, _ = generate(pure, fresh=True)
+    assert "cache" not in fresh.split('"""')[2].replace("not cached", "")
+    shared, _ = generate(pure)
     assert "in cache:" in shared
+    with_teardown = Solver({}).solve(session_root, 0)
+    assert not with_teardown.pure
+    fresh, _ = generate(with_teardown, fresh=True)
+    assert "in cache" not in fresh
+    assert "cache[c0] = v0" in fresh
 
 
 def first_called() -> str:
