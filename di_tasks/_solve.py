@@ -180,9 +180,7 @@ class Plan:
         "fresh_ok",
         "graph",
         "nargs",
-        "needs_app",
         "pure",
-        "root_async",
         "run",
         "run_fresh",
         "source",
@@ -195,8 +193,6 @@ class Plan:
         self.steps = steps
         self.graph = graph
         self.nargs = nargs
-        self.needs_app = any(s.cache == CACHE_APP for s in steps)
-        self.root_async = steps[-1].kind is Kind.ASYNC
         self.run: Callable[..., Coroutine[Any, Any, Any]] | None = None
         self.run_fresh: Callable[..., Coroutine[Any, Any, Any]] | None = None
         # A plan may skip the request cache when it runs alone in a scope made for it (Container.call, a
@@ -235,10 +231,6 @@ class TaskSpec:
             for p in signature.parameters.values()
         )
         self.npos = len(signature.parameters) if signature is not None else -1
-
-    def fits(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
-        """A fast, conservative check: True means the arguments certainly fit."""
-        return self.simple and not kwargs and len(args) == self.npos
 
     def check(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
         """Bind the arguments to the signature, raising ``TypeError`` that names the function."""
@@ -384,8 +376,17 @@ class Solver:
                 path=path,
             )
         )
+        if cache == CACHE_APP and self._overrides and self._touched(node):
+            # An app value built from an override must not be served once the override is gone (nor a value
+            # built before it while it is active): it gets a key of its own for this set of overrides.
+            step = self._steps[-1]
+            step.key = (step.key, tuple(sorted((id(k), id(v)) for k, v in self._overrides.items())))
         self._nodes.append(node)
         return slot, node
+
+    def _touched(self, node: Node) -> bool:
+        """Whether an override replaced this node or anything it depends on."""
+        return node.overridden is not None or any(self._touched(child) for _, child in node.dependencies)
 
     def _source(self, p: Any, info: CallableInfo, node: Node, rank: int, path: tuple[str, ...]) -> tuple[Any, ...]:
         marker: Dependency | None = p.marker

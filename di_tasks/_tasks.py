@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextvars
 import enum
-import inspect
 import logging
 import types
 import warnings
@@ -331,7 +330,7 @@ class BackgroundTasks:
             spec = container._task_specs[func]
         except (KeyError, TypeError):  # first use, or an unhashable callable
             spec = container._task_spec(func)
-        if not (spec.simple and not kwargs and len(args) == spec.npos):  # spec.fits, inline
+        if not (spec.simple and not kwargs and len(args) == spec.npos):  # plain positional calls checked by counting
             spec.check(args, kwargs)  # raises the precise TypeError
         checker = container._task_checker
         if checker is not None:
@@ -371,8 +370,3 @@ class BackgroundTasks:
         batch = self._tasks[self._flushed :]
         self._flushed = len(self._tasks)
         return batch
-
-
-def is_coroutine_object(obj: object) -> bool:
-    """True for objects that are awaitables rather than functions (the ``add_task(f())`` mistake)."""
-    return inspect.isawaitable(obj)

@@ -506,3 +506,91 @@ def test_a_graph_deeper_than_the_recursion_limit_says_how_to_fix_it() -> None:
             Container().solve(namespace["d399"])
     finally:
         sys.setrecursionlimit(limit)
+
+
+async def test_an_injected_helper_called_inside_call_shares_its_scope() -> None:
+    """Container.call makes its scope current: an injected helper adds to the same collector, flushed once."""
+    container = Container()
+    collectors: list[BackgroundTasks] = []
+
+    @container.inject
+    async def helper(tasks: BackgroundTasks) -> None:
+        collectors.append(tasks)
+        tasks.add_task(EVENTS.append, "helper task")
+
+    async def endpoint(tasks: BackgroundTasks, session: Annotated[str, Depends(pool)]) -> None:
+        collectors.append(tasks)
+        await helper()
+        EVENTS.append("endpoint returns")
+
+    CREATED.clear()
+    await container.call(endpoint)
+    assert collectors[0] is collectors[1]
+    assert EVENTS == ["endpoint returns", "helper task", "pool closed"]
+    assert CREATED == ["pool"]  # the helper's scope is the endpoint's: nothing made twice
+
+
+async def test_app_scoped_sync_dependencies_are_checked_for_coroutines() -> None:
+    """An app-scoped plain function returning a coroutine is refused, not cached."""
+
+    async def later() -> int:
+        return 1
+
+    def make() -> Any:
+        return later()
+
+    async def root(x: Annotated[int, Depends(make, scope="app")]) -> int:
+        return x
+
+    async with Container() as container:
+        with pytest.raises(Exception, match="returned a coroutine; declare it with 'async def'"):
+            await container.call(root)
+        assert container._app_cache == {}
+
+
+async def test_solve_sees_through_an_injected_wrapper() -> None:
+    """The graph of an inject wrapper is the wrapped function's, with every wiring error raised."""
+    container = Container()
+
+    @container.inject
+    async def endpoint(user_id: int, r: Annotated[str, Depends(repo)]) -> str:
+        return r
+
+    graph = container.solve(endpoint)
+    assert [n.name.rsplit(".", 1)[-1] for n in graph.nodes] == ["Database", "repo", "endpoint"]
+
+
+async def test_exiting_the_app_lifetime_more_often_than_entering_is_refused() -> None:
+    """An unbalanced exit is a ScopeError instead of a negative count."""
+    container = Container()
+    with pytest.raises(ScopeError, match="exited more often than it was entered"):
+        await container.__aexit__(None, None, None)
+
+
+def test_task_concurrency_with_a_flusher_of_your_own_is_refused() -> None:
+    """The setting would be ignored, so it is an error that says what to pass instead."""
+    with pytest.raises(ValueError, match=r"pass InProcessFlusher\(concurrency=...\) as the flusher"):
+        Container(flusher=InProcessFlusher(), task_concurrency=3)
+
+
+def real_settings() -> str:
+    return "real"
+
+
+def app_service(s: Annotated[str, Depends(real_settings, scope="app")]) -> str:
+    return f"service({s})"
+
+
+async def app_endpoint(svc: Annotated[str, Depends(app_service, scope="app")]) -> str:
+    return svc
+
+
+async def test_app_values_built_under_an_override_stay_apart() -> None:
+    """An app value whose graph an override touches is never served without the override, nor the reverse."""
+    async with Container() as container:
+        with container.override(real_settings, lambda: "FAKE"):
+            assert await container.call(app_endpoint) == "service(FAKE)"
+        assert await container.call(app_endpoint) == "service(real)"
+        with container.override(real_settings, lambda: "OTHER"):
+            assert await container.call(app_endpoint) == "service(OTHER)"
+        assert await container.call(app_endpoint) == "service(real)"

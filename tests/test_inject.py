@@ -422,3 +422,16 @@ async def test_call_scoped_generator_with_a_sync_function_in_a_worker_thread() -
         return c
 
     assert await async_handler() == "c"
+
+
+async def test_an_async_callable_instance_gets_the_async_wrapper() -> None:
+    """A callable object whose __call__ is async is awaited like an async function."""
+    container = Container()
+
+    class Handler:
+        async def __call__(self, tasks: BackgroundTasks) -> str:
+            tasks.add_task(list[str]().append, "x")
+            return "handled"
+
+    wrapped = container.inject(Handler())
+    assert await wrapped() == "handled"

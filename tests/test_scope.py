@@ -453,3 +453,21 @@ def test_a_forgotten_scope_with_pending_tasks_warns() -> None:
     with pytest.warns(RuntimeWarning, match=r"1 background task\(s\) never ran: .*note"):
         del scope
         gc.collect()
+
+
+def rollback_in_thread() -> Iterator[str]:
+    try:
+        yield "session"
+    except ValueError:
+        note("rolled back in a thread")
+
+
+async def uses_thread_rollback(s: Annotated[str, Depends(rollback_in_thread, sync_to_thread=True)]) -> None:
+    raise ValueError("body failed")
+
+
+async def test_a_thread_generator_that_handles_the_error_keeps_the_body_error() -> None:
+    """A sync_to_thread generator that catches the body's error and returns: the body's error still propagates."""
+    with pytest.raises(ValueError, match="body failed"):
+        await Container().call(uses_thread_rollback)
+    assert EVENTS == ["rolled back in a thread"]

@@ -403,3 +403,34 @@ def test_keyboard_interrupt_in_a_task_is_recorded_and_let_through() -> None:
     task = anyio.run(main)
     assert task.state is TaskState.FAILED
     assert EVENTS == ["propagated"]
+
+
+def slow_sync_with_deps(m: Mailer = Depends(mailer)) -> None:
+    import time
+
+    time.sleep(0.5)
+
+
+async def test_timeout_applies_to_sync_tasks_with_dependencies() -> None:
+    """The flush stops waiting for a sync task body past its timeout even when the task has dependencies."""
+    scope = Container(task_timeout=0.05).scope()
+    task = scope.tasks.add_task(slow_sync_with_deps)
+    with anyio.fail_after(0.4):  # the body sleeps 0.5 s: the timeout must not wait for it
+        await scope.close(raise_task_errors=False)
+    assert task.state is TaskState.FAILED
+    assert isinstance(task.exception, TimeoutError)
+
+
+async def test_a_task_raising_its_own_timeout_error_is_a_plain_failure(caplog: pytest.LogCaptureFixture) -> None:
+    """Only the task's deadline makes a 'timed out' log line; a TimeoutError the task raises is a failure."""
+
+    async def own_timeout() -> None:
+        raise TimeoutError("the SMTP server timed out")
+
+    scope = Container(task_timeout=10).scope()
+    scope.tasks.add_task(own_timeout)
+    with caplog.at_level(logging.ERROR, logger="di_tasks"):
+        await scope.close(raise_task_errors=False)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("own_timeout failed" in m for m in messages)
+    assert not any("timed out after" in m for m in messages)
