@@ -597,7 +597,10 @@ def test_a_bad_option_set_after_add_task_fails_the_task(caplog: pytest.LogCaptur
     async def main(background_tasks: BackgroundTasks) -> None:
         background_tasks.add_task(add, 1, 2).options = {"queu": "x"}
 
-    with caplog.at_level(logging.ERROR, "di_tasks"), pytest.raises(BackgroundTaskError) as info:
+    with (
+        caplog.at_level(logging.ERROR, "di_tasks"),
+        pytest.raises(BackgroundTaskError, match="background task") as info,
+    ):
         Container(flusher=CeleryFlusher(dead)).run(main)
     assert isinstance(info.value.exceptions[0], TypeError)
     assert "unknown Celery option(s) 'queu'" in str(info.value.exceptions[0])

@@ -322,7 +322,7 @@ async def test_tracebacks_show_the_generated_lines() -> None:
     plan = container._plan(needs, 0)
     run = compile_plan(plan)
     async with container.scope() as scope:
-        with pytest.raises(MissingValueError) as info:
+        with pytest.raises(MissingValueError, match="no value for parameter") as info:
             await run(scope, (), scope.values, None)
     text = "".join(traceback.format_exception(info.value))
     assert "<di_tasks plan " in text

@@ -33,7 +33,7 @@ def test_background_task_error_is_an_exception_group_that_splits_by_type() -> No
     assert group.path == ()
     assert group.tasks == ()
     parts: list[BaseException] = []
-    with pytest.raises(BackgroundTaskError) as info:
+    with pytest.raises(BackgroundTaskError, match="2 failed") as info:
         try:
             raise group
         except* ValueError as values:

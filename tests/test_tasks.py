@@ -138,7 +138,10 @@ async def test_one_failure_never_stops_the_others_and_call_raises_afterwards(cap
         return "done"
 
     container = Container(on_task_error=lambda task, exc: seen.append((task, exc)))
-    with caplog.at_level(logging.ERROR, logger="di_tasks"), pytest.raises(BackgroundTaskError) as info:
+    with (
+        caplog.at_level(logging.ERROR, logger="di_tasks"),
+        pytest.raises(BackgroundTaskError, match="2 background task") as info,
+    ):
         await container.call(endpoint)
     assert EVENTS == ["second"]
     assert len(info.value.exceptions) == 2
@@ -250,7 +253,7 @@ async def test_per_task_timeout_fails_the_task_and_the_others_continue(caplog: p
         tasks.add_task(hangs).timeout = 0.05
         tasks.add_task(note, "after")
 
-    with caplog.at_level(logging.ERROR, logger="di_tasks"), pytest.raises(BackgroundTaskError) as info:
+    with caplog.at_level(logging.ERROR, logger="di_tasks"), pytest.raises(BackgroundTaskError, match="hangs") as info:
         await Container().call(endpoint)
     assert EVENTS == ["after"]
     assert isinstance(info.value.exceptions[0], TimeoutError)
@@ -268,7 +271,7 @@ async def test_container_task_timeout_applies_to_sync_tasks_too() -> None:
         tasks.add_task(blocks)
 
     try:
-        with pytest.raises(BackgroundTaskError):
+        with pytest.raises(BackgroundTaskError, match="blocks"):
             await Container(task_timeout=0.05).call(endpoint)
     finally:
         release.set()
