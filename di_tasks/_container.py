@@ -114,6 +114,8 @@ class Container:
         self._app_guard = threading.Lock()
         self._app_pending: dict[Any, threading.Event] = {}
         self._entered = 0
+        self._loops: dict[object, int] = {}  # the event loops holding the app lifetime, with their entry counts
+        self._agen_loop: object | None = None  # the loop that runs an app-scoped async generator, if any
         # What a pure compiled plan receives as its scope in Container.call: it reads only the (empty) types.
         self._bare_scope = Scope(self, {})
 
@@ -306,23 +308,52 @@ class Container:
         return anyio.run(main, backend=backend)
 
     async def __aenter__(self) -> Container:
+        loop = anyio.lowlevel.current_token()
         with self._app_guard:
+            owner = self._agen_loop
+            if owner is not None and owner != loop:
+                raise ScopeError(
+                    "the container's app lifetime holds an async generator dependency run by another event loop, "
+                    "which closes it when that loop ends; a second loop cannot share it. Give each thread's event "
+                    "loop a container of its own, or make that dependency a sync generator"
+                )
             self._entered += 1
+            self._loops[loop] = self._loops.get(loop, 0) + 1
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        loop = anyio.lowlevel.current_token()
         with self._app_guard:
             if not self._entered:
                 raise ScopeError("the container's app lifetime was exited more often than it was entered")
             self._entered -= 1
+            if self._loops.get(loop, 0) > 1:
+                self._loops[loop] -= 1
+            else:
+                self._loops.pop(loop, None)
             if self._entered:
                 return
             stack, self._app_teardown = self._app_teardown, []
             self._app_cache.clear()
+            self._agen_loop = None
         exc = exc_info[1] if isinstance(exc_info[1], BaseException) else None
         error = await unwind(stack, exc)
         if error is not None and error is not exc:
             raise error
+
+    def _claim_for_async_generator(self, step: Step) -> None:
+        """An async generator is closed by the event loop that first ran it when that loop ends, so an app-scoped one
+        may only live in a lifetime that a single loop holds."""
+        loop = anyio.lowlevel.current_token()
+        with self._app_guard:
+            if any(other != loop for other in self._loops):
+                raise ScopeError(
+                    f"{step.name} is an app-scoped async generator, but several event loops (threads) hold the "
+                    "container's app lifetime, and the loop that runs it would close it when it ends; give each "
+                    "thread's event loop a container of its own, or make it a sync generator",
+                    path=step.path,
+                )
+            self._agen_loop = loop
 
     def _require_app(self, step: Step) -> None:
         if not self._entered:
@@ -358,7 +389,10 @@ class Container:
             kind = step.kind
             if kind is Kind.ASYNC:
                 value = await step.call(*pos, **kw)
-            elif kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR):
+            elif kind is Kind.ASYNC_GENERATOR:
+                self._claim_for_async_generator(step)
+                value = await setup_generator(step, step.call, pos, kw, self._app_teardown)
+            elif kind is Kind.GENERATOR:
                 value = await setup_generator(step, step.call, pos, kw, self._app_teardown)
             elif step.to_thread:
                 value = await anyio.to_thread.run_sync(functools.partial(step.call, *pos, **kw))

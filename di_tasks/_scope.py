@@ -467,6 +467,7 @@ class Scope:
     async def _abandon(self, cancelled: BaseException) -> None:
         """Cancelled from outside while exiting (e.g. a server's shutdown timeout): still release request-scoped
         resources, and record and log every task that will not run instead of dropping it silently."""
+        error: BaseException | None = None  # bound on every path (a CancelScope may, to a checker, swallow)
         with anyio.CancelScope(shield=True):
             error = await unwind(self._teardown, cancelled)
         if error is not None and error is not cancelled:

@@ -384,7 +384,7 @@ async def test_base_exceptions_in_a_task_are_recorded_and_propagate(anyio_backen
     async def endpoint(tasks: BackgroundTasks) -> Any:
         handles.append(tasks.add_task(interrupt))
 
-    with pytest.raises(KeyboardInterrupt, match="^$"):
+    with pytest.raises(KeyboardInterrupt, match=r"^$"):
         await Container().call(endpoint)
     assert handles[0].state is TaskState.FAILED
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import anyio
 import pytest
 
-from di_tasks import BackgroundTasks, Container, Depends, Scope
+from di_tasks import BackgroundTasks, Container, Depends, Scope, ScopeError
 
 pytestmark = pytest.mark.anyio
 
@@ -236,3 +236,54 @@ def test_concurrent_first_solves_from_threads_agree() -> None:
     assert len(shapes) == 1
     assert next(iter(shapes))[-1].endswith("top")
     assert {g for g in graphs if len(g) == 1} == {("4",)}
+
+
+async def shared_agen_pool() -> AsyncIterator[str]:
+    yield "pool"
+
+
+async def uses_shared_agen(p: Annotated[str, Depends(shared_agen_pool, scope="app")]) -> str:
+    return p
+
+
+async def does_nothing() -> None:
+    return None
+
+
+def _hold(
+    container: Container, first: Callable[..., Any] | None, ready: threading.Event, release: threading.Event
+) -> None:
+    """In a thread of its own: enter the container on that thread's loop, call ``first``, hold until released."""
+
+    async def main() -> None:
+        async with container:
+            if first is not None:
+                await container.call(first)
+            ready.set()
+            await anyio.to_thread.run_sync(release.wait)
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize("first", ["agen first", "loops first"])
+def test_app_async_generators_are_not_shared_across_event_loops(first: str) -> None:
+    """An app-scoped async generator belongs to the loop that runs it: a second loop gets a ScopeError, not a
+    resource closed under it when the first loop ends."""
+    container = Container()
+    ready, release = threading.Event(), threading.Event()
+    holder = threading.Thread(
+        target=_hold, args=(container, uses_shared_agen if first == "agen first" else None, ready, release)
+    )
+    holder.start()
+    try:
+        assert ready.wait(JOIN_TIMEOUT)
+        if first == "agen first":
+            with pytest.raises(ScopeError, match="async generator dependency run by another event loop"):
+                container.run(does_nothing)
+        else:
+            with pytest.raises(ScopeError, match=r"several event loops .* hold the container's app lifetime"):
+                container.run(uses_shared_agen)
+    finally:
+        release.set()
+        holder.join(JOIN_TIMEOUT)
+    assert not container._entered
