@@ -332,10 +332,13 @@ class Scope:
         values: values given by name, visible to every dependency at every depth.
         types: values bound by type (see :meth:`bind`).
         tasks: the scope's :class:`BackgroundTasks`, one per scope.
+        label: where the scope comes from (e.g. ``"GET /users"``), shown in its tasks' log lines.
         cache: request-scoped values computed so far.
     """
 
-    __slots__ = ("__weakref__", "_collector", "_state", "_teardown", "_token", "cache", "container", "types", "values")
+    __slots__ = (
+        "__weakref__", "_collector", "_state", "_teardown", "_token", "cache", "container", "label", "types", "values",
+    )  # fmt: skip
 
     def __init__(self, container: Container, values: dict[str, Any]) -> None:
         self.container = container
@@ -343,6 +346,7 @@ class Scope:
         self.types: dict[type, Any] = {}
         self.cache: dict[Any, Any] = {}
         self._collector: BackgroundTasks | None = None  # made on first use: many scopes never add a task
+        self.label: str | None = None  # where the scope comes from (``GET /path``), copied to its tasks' log lines
         self._teardown: list[Teardown] = []
         self._state = _OPEN
         self._token: Any = None
@@ -354,6 +358,7 @@ class Scope:
         if collector is None:
             collector = self._collector = BackgroundTasks(self.container)
             collector._owned = True
+            collector.label = self.label
             collector._closed = self._state == _CLOSED
         return collector
 

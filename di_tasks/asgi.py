@@ -98,7 +98,7 @@ class ScopeMiddleware:
     async def _request(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         request_scope = self.container.scope()
         method = scope["method"] if scope["type"] == "http" else "WEBSOCKET"
-        request_scope.tasks.label = f"{method} {scope.get('path', '')}"
+        request_scope.label = f"{method} {scope.get('path', '')}"
         token = current_scope.set(request_scope)
         try:
             await self.app(scope, receive, send)
@@ -117,7 +117,7 @@ class ScopeMiddleware:
             # registered before the task starts, so a shutdown right now still waits for (or cancels) it
             cancel_scope = anyio.CancelScope()
             self._exiting[cancel_scope] = request_scope
-            name = f"di_tasks exit of {request_scope.tasks.label}"
+            name = f"di_tasks exit of {request_scope.label}"
             task_group.start_soon(self._exit, cancel_scope, request_scope, error, name=name)
 
     async def _exit(self, cancel_scope: anyio.CancelScope, request_scope: Scope, error: BaseException | None) -> None:
@@ -207,4 +207,4 @@ async def _close(request_scope: Scope, exc: BaseException | None) -> None:
     except anyio.get_cancelled_exc_class():
         raise
     except BaseException as error:  # the response is out: log, never crash the server's task
-        logger.error("tearing down the request scope of %s failed", request_scope.tasks.label, exc_info=error)
+        logger.error("tearing down the request scope of %s failed", request_scope.label, exc_info=error)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
@@ -264,8 +265,8 @@ class CallResult(Generic[_T]):
     tasks: CapturedTasks
 
 
-# One wrapper per generator dependency (they are module-level functions), so a container's plan cache is reused.
-_roots: dict[Any, Callable[..., Any]] = {}
+# One wrapper per generator dependency, so a container's plan cache is reused; weak, so none outlives its function.
+_roots: weakref.WeakKeyDictionary[Any, Callable[..., Any]] = weakref.WeakKeyDictionary()
 
 
 def _as_root(func: Callable[..., Any], nargs: int) -> Callable[..., Any]:
