@@ -16,7 +16,7 @@ import functools
 import itertools
 import linecache
 import types
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio.to_thread
@@ -273,6 +273,13 @@ def _step(w: _Writer, depth: int, step: Step, root: bool, nargs: int, fresh: boo
         w.emit(depth, f"cache[{key}] = {v}")
 
 
+def forget(plans: Iterable[Plan]) -> None:
+    """Drop the linecache entries of compiled plans that are thrown away (e.g. when an override ends)."""
+    for plan in plans:
+        for filename in plan.filenames:
+            linecache.cache.pop(filename, None)
+
+
 def compile_plan(plan: Plan, *, fresh: bool = False) -> CompiledPlan:
     """Compile ``plan`` into an async function ``run(scope, args, values, root_thread)``.
 
@@ -283,6 +290,7 @@ def compile_plan(plan: Plan, *, fresh: bool = False) -> CompiledPlan:
     filename = f"<di_tasks plan {plan.steps[-1].name} #{next(_counter)}>"
     exec(compile(source, filename, "exec"), namespace)  # noqa: S102  # our own generated source, no user text
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    plan.filenames.append(filename)
     plan.source = source
     run: CompiledPlan = namespace["run"]
     return run

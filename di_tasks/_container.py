@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol, TypeVar, cast, overload
 import anyio
 import anyio.lowlevel
 
+from ._compile import forget
 from ._errors import ScopeError, WiringError
 from ._flush import Flusher, InProcessFlusher, TaskChecker
 from ._inspect import Kind, kind_of, qualname
@@ -443,7 +444,7 @@ class Container:
             self._set_overrides()
             # leave nothing behind: plans solved under override sets that are no longer active go
             for key in [k for k in self._plan_caches if k and k != self._override_key]:
-                del self._plan_caches[key]
+                forget(self._plan_caches.pop(key).values())
 
     def _set_overrides(self) -> None:
         self._overrides = {target: replacement for _, target, replacement in self._override_stack}

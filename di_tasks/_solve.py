@@ -177,6 +177,7 @@ class Plan:
     """
 
     __slots__ = (
+        "filenames",
         "fresh_ok",
         "graph",
         "nargs",
@@ -195,20 +196,20 @@ class Plan:
         self.nargs = nargs
         self.run: Callable[..., Coroutine[Any, Any, Any]] | None = None
         self.run_fresh: Callable[..., Coroutine[Any, Any, Any]] | None = None
-        # A plan may skip the request cache when it runs alone in a scope made for it (Container.call, a
-        # task's scope): nothing else reads that cache, unless a dependency is handed the Scope itself.
+        sources = [src for st in steps for src in (*st.pos, *(src for _, src in st.kw))]
         # Every value looked up by name: checked before the first step runs, so a missing one fails the
         # resolution before anything is called.
-        self.value_sources = tuple(
-            src for st in steps for src in (*st.pos, *(src for _, src in st.kw)) if src[0] in (VALUE, APP_VALUE)
-        )
-        codes = {src[0] for st in steps for src in (*st.pos, *(src for _, src in st.kw))}
+        self.value_sources = tuple(src for src in sources if src[0] in (VALUE, APP_VALUE))
+        codes = {src[0] for src in sources}
         # A plan that touches no scope state (no generator to tear down, no collector, no app value, no Scope or
         # Container handed out) can run without a scope of its own when nothing is bound by type.
         self.pure = not (codes & {TASKS, SCOPE, CONTAINER, APP_VALUE}) and not any(
             st.cache == CACHE_APP or st.kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR) for st in steps
         )
-        self.fresh_ok = not any(src[0] == SCOPE for st in steps for src in (*st.pos, *(src for _, src in st.kw)))
+        # A plan may skip request-cache lookups when it runs alone in a scope made for it (Container.call, a
+        # task's scope): that cache starts empty, unless a dependency is handed the Scope and calls more in it.
+        self.fresh_ok = SCOPE not in codes
+        self.filenames: list[str] = []  # of its compiled forms in linecache, dropped with the plan
         self.uses = 0
         self.source = ""
 
@@ -437,8 +438,10 @@ class Solver:
         if SCOPE_RANK[child_scope] > rank:
             raise ScopeError(
                 f"{info.name} ({node.scope}-scoped) depends on {child_name} through parameter {p.name!r}, but "
-                f"{child_name} is {child_scope}-scoped and would end before it; give {child_name} "
-                f"scope={node.scope!r} (or a longer one), or make {info.name} shorter-lived",
+                f"{child_name} is {child_scope}-scoped and would end before it; write "
+                f"Depends({(qualname(original) if original is not None else child_name).rsplit('.', 1)[-1]}, "
+                f"scope={node.scope!r}) on parameter {p.name!r} of {info.name} (or a longer scope), or make "
+                f"{info.name} shorter-lived",
                 path=child_path,
             )
         if any(target is v for v in self._visiting):

@@ -223,7 +223,8 @@ class Task:
             else:
                 with anyio.fail_after(self.timeout) as deadline:
                     self.result = await self._invoke(abandon=True)
-        except anyio.get_cancelled_exc_class():
+        except anyio.get_cancelled_exc_class() as cancelled:
+            self.exception = cancelled  # tells a task interrupted while running from one never started
             self._finish(TaskState.CANCELLED)
             logger.warning("background task %s was cancelled", self.display_name)
             raise

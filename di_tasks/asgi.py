@@ -133,9 +133,11 @@ class ScopeMiddleware:
             for task in request_scope.tasks.all:
                 if task.state is TaskState.CANCELLED:
                     logger.warning(
-                        "shutdown: background task %s was cancelled after waiting %ss for it to finish",
+                        "shutdown: background task %s was cancelled %s",
                         task.display_name,
-                        self.shutdown_timeout,
+                        f"after waiting {self.shutdown_timeout}s for it to finish"
+                        if task.exception is not None
+                        else "before it started",
                     )
 
     async def _drain(self) -> None:
