@@ -454,3 +454,17 @@ async def test_a_pure_plan_runs_without_a_scope_of_its_own() -> None:
     assert container._bare_scope.types == {}
     assert not container._plan(uses_uncached_app, 0).pure  # a generator needs a scope to tear it down
     assert not container._plan(scope_user, 0).pure
+
+
+async def test_plans_compiled_under_an_override_leave_linecache_with_it() -> None:
+    """The source of plans solved for an override set is dropped when the override ends."""
+    import linecache
+
+    container = Container()
+    with container.override(counted_settings, lambda: 5):
+        for _ in range(3):
+            assert await container.call(diamond_root) == 11
+        plan = container._plan(diamond_root, 0)
+        assert plan.filenames
+        assert all(name in linecache.cache for name in plan.filenames)
+    assert not any(name in linecache.cache for name in plan.filenames)
