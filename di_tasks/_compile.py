@@ -23,7 +23,21 @@ import anyio.to_thread
 
 from ._errors import DITasksError
 from ._inspect import EMPTY, Kind
-from ._solve import APP_VALUE, CACHE_APP, CACHE_REQUEST, CONTAINER, SCOPE, SLOT, TASKS, VALUE, Plan, Step
+from ._solve import (
+    APP_VALUE,
+    CACHE_APP,
+    CACHE_REQUEST,
+    CONTAINER,
+    SCOPE,
+    SLOT,
+    TASKS,
+    TEARDOWN_APP,
+    TEARDOWN_CALL,
+    TEARDOWN_REQUEST,
+    VALUE,
+    Plan,
+    Step,
+)
 
 if TYPE_CHECKING:
     from ._scope import Scope
@@ -102,7 +116,11 @@ def _setup_generator(step: Step, call: Callable[..., Any], pos: list[Any], kw: d
 
 
 def _uses_call_stack(step: Step) -> bool:
-    return step.cache != CACHE_APP and step.teardown == 2 and step.kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR)
+    return (
+        step.cache != CACHE_APP
+        and step.teardown == TEARDOWN_CALL
+        and step.kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR)
+    )
 
 
 def generate(plan: Plan, *, fresh: bool = False) -> tuple[str, dict[str, Any]]:
@@ -137,10 +155,10 @@ def generate(plan: Plan, *, fresh: bool = False) -> tuple[str, dict[str, Any]]:
     if TASKS in codes:
         w.emit(1, "tasks = scope.tasks")
     generators = [s for s in steps if s.kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR) and s.cache != CACHE_APP]
-    if any(s.teardown == 1 for s in generators):
+    if any(s.teardown == TEARDOWN_REQUEST for s in generators):
         w.emit(1, "teardown = scope._teardown")
     for s in generators:
-        if s.teardown == 0:  # an uncached app-scoped generator: torn down at app exit
+        if s.teardown == TEARDOWN_APP:  # an uncached app-scoped generator: torn down at app exit
             w.emit(1, f"app_stack = scope.container._app_stack({w.ref(f's{s.slot}', s)})")
             break
     depth = 1
@@ -258,7 +276,9 @@ def _step(w: _Writer, depth: int, step: Step, root: bool, nargs: int, fresh: boo
             w.emit(depth, f"if type({v}) is CoroutineType:")
             w.emit(depth + 1, f"returned_coroutine({v}, {ref})")
     else:
-        stack = "call_stack" if _uses_call_stack(step) else "teardown" if step.teardown == 1 else "app_stack"
+        stack = (
+            "call_stack" if _uses_call_stack(step) else "teardown" if step.teardown == TEARDOWN_REQUEST else "app_stack"
+        )
         is_async = kind is Kind.ASYNC_GENERATOR
         if step.to_thread:
             w.emit(depth, f"{v} = await setup_generator({ref}, {call}, {_list_dict(arglist)}, {stack})")

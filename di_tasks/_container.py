@@ -464,10 +464,9 @@ class Container:
             limiter = limiters[self] = anyio.CapacityLimiter(self.task_threads)
         return limiter
 
-    async def _call_task(self, spec: TaskSpec, args: tuple[Any, ...], kwargs: dict[str, Any], *, abandon: bool) -> Any:
+    async def _call_task(self, spec: TaskSpec, arguments: dict[str, Any], *, abandon: bool) -> Any:
         # the task's own arguments become values by name, so they fill its parameters and reach its dependencies
-        values = spec.signature.bind(*args, **kwargs).arguments if spec.signature is not None else kwargs
-        values = {**self._values, **values} if self._values else dict(values)
+        values = {**self._values, **arguments} if self._values else arguments
         scope = Scope(self, values)
         # a sync task's own body runs in a worker thread under the tasks' limiter; past a timeout the flush stops
         # waiting for it (the thread finishes on its own), as for a sync task without dependencies

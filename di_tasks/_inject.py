@@ -24,14 +24,13 @@ import anyio.from_thread
 from ._errors import WiringError
 from ._inspect import Kind, analyse
 from ._scope import _OPEN, Scope, current_scope, in_event_loop
-from ._solve import _SPECIAL
+from ._solve import _SPECIAL, TEARDOWN_CALL
 
 if TYPE_CHECKING:
     from ._container import Container
 
 T = TypeVar("T")
 
-_CALL_SCOPE = 2  # Step.teardown of a call-scoped dependency (SCOPE_RANK["call"])
 
 body_errors: weakref.WeakKeyDictionary[Scope, BaseException] = weakref.WeakKeyDictionary()
 """The error of the last injected call that failed in a scope it did not open (the ASGI middleware's).
@@ -207,7 +206,7 @@ def _check_sync(target: _Injected) -> None:
     after it: refuse call-scoped generators when the function is decorated."""
     plan = target.container._plan(target.resolver, 0)
     for step in plan.steps[:-1]:
-        if step.teardown == _CALL_SCOPE and step.kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR):
+        if step.teardown == TEARDOWN_CALL and step.kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR):
             raise WiringError(
                 f"{step.name} is a call-scoped generator dependency of the sync function {target.name}, which runs in "
                 "a worker thread after its dependencies are resolved, so it could not be torn down after the call; "

@@ -17,7 +17,20 @@ from ._concurrent import resolve_concurrently
 from ._errors import BackgroundTaskError, DITasksError, MissingValueError, ScopeError
 from ._flush import InProcessFlusher
 from ._inspect import EMPTY, Kind
-from ._solve import APP_VALUE, CACHE_APP, CACHE_REQUEST, CONTAINER, SCOPE, SLOT, TASKS, Plan, Step, ValueNeed
+from ._solve import (
+    APP_VALUE,
+    CACHE_APP,
+    CACHE_REQUEST,
+    CONTAINER,
+    SCOPE,
+    SLOT,
+    TASKS,
+    TEARDOWN_CALL,
+    TEARDOWN_REQUEST,
+    Plan,
+    Step,
+    ValueNeed,
+)
 from ._tasks import BackgroundTasks, TaskState
 
 if TYPE_CHECKING:
@@ -252,9 +265,9 @@ async def run_step(
 
 def teardown_stack(step: Step, scope: Scope, call_stack: list[Teardown]) -> list[Teardown]:
     """Where a generator step's teardown goes: the call's, the request scope's or the app's exit."""
-    if step.teardown == 2:
+    if step.teardown == TEARDOWN_CALL:
         return call_stack
-    if step.teardown == 1:
+    if step.teardown == TEARDOWN_REQUEST:
         return scope._teardown
     return scope.container._app_stack(step)  # an uncached app-scoped generator: torn down at app exit
 

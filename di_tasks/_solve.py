@@ -20,6 +20,11 @@ CONTAINER: Final = 3  # (CONTAINER,): the Container
 VALUE: Final = 4  # (VALUE, name, bound_type, default, need): a value by name, then by type, then default
 APP_VALUE: Final = 5  # same, looked up in the container's values only (for app-scoped dependencies)
 
+# Which scope's exit tears a generator step down (``Step.teardown``): the scope's rank.
+TEARDOWN_APP: Final = SCOPE_RANK["app"]
+TEARDOWN_REQUEST: Final = SCOPE_RANK["request"]
+TEARDOWN_CALL: Final = SCOPE_RANK["call"]
+
 # Where a step's value is cached and torn down.
 CACHE_NONE: Final = 0
 CACHE_REQUEST: Final = 1
@@ -233,12 +238,16 @@ class TaskSpec:
         )
         self.npos = len(signature.parameters) if signature is not None else -1
 
-    def check(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-        """Bind the arguments to the signature, raising ``TypeError`` that names the function."""
+    def check(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Bind the arguments to the signature, raising ``TypeError`` that names the function.
+
+        Returns:
+            The arguments by parameter name (what a task with dependencies passes to its scope as values).
+        """
         if self.signature is None:
-            return
+            return dict(kwargs)
         try:
-            self.signature.bind(*args, **kwargs)
+            return dict(self.signature.bind(*args, **kwargs).arguments)
         except TypeError as exc:
             injected = ""
             if self.plan is not None:
@@ -354,11 +363,11 @@ class Solver:
                 kwpos += in_order
         self._visiting.pop()
         if scope == "app":
-            cache, teardown = (CACHE_APP if use_cache else CACHE_NONE), SCOPE_RANK["app"]
+            cache, teardown = (CACHE_APP if use_cache else CACHE_NONE), TEARDOWN_APP
         elif scope == "request":
-            cache, teardown = (CACHE_REQUEST if use_cache else CACHE_NONE), SCOPE_RANK["request"]
+            cache, teardown = (CACHE_REQUEST if use_cache else CACHE_NONE), TEARDOWN_REQUEST
         else:
-            cache, teardown = CACHE_NONE, SCOPE_RANK["call"]
+            cache, teardown = CACHE_NONE, TEARDOWN_CALL
         slot = len(self._steps)
         to_thread = sync_to_thread and info.kind in (Kind.SYNC, Kind.CLASS, Kind.GENERATOR)
         self._steps.append(

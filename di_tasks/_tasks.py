@@ -111,6 +111,7 @@ class Task:
         "_context",
         "_done",
         "_spec",
+        "_values",
         "args",
         "exception",
         "func",
@@ -141,6 +142,7 @@ class Task:
         self.options: dict[str, Any] | None = None
         self.label: str | None = None
         self._spec = spec
+        self._values: dict[str, Any] | None = None  # the arguments by name, when add_task had to bind them
         self._container = container
         self._context = context
         self._done: anyio.Event | None = None  # made on first wait(): Event() needs a running loop
@@ -243,13 +245,22 @@ class Task:
         else:
             self._finish(_SUCCEEDED)
 
+    def _arguments(self) -> dict[str, Any]:
+        """The arguments by parameter name: bound once at add_task, or (plain positional calls) zipped here."""
+        if self._values is not None:
+            return self._values
+        signature = self._spec.signature
+        if signature is None:
+            return dict(self.kwargs)
+        return dict(zip(signature.parameters, self.args, strict=True))
+
     async def _invoke(self, *, abandon: bool) -> Any:
         spec = self._spec
         if spec.plan is not None:
             # dependencies: a fresh request scope of the same container, in the task's context
             return await run_in_context(
                 self._context,
-                self._container._call_task(spec, self.args, self.kwargs, abandon=abandon),
+                self._container._call_task(spec, self._arguments(), abandon=abandon),
             )
         if spec.is_async:
             return await run_in_context(self._context, self._context.run(self.func, *self.args, **self.kwargs))
@@ -331,12 +342,14 @@ class BackgroundTasks:
             spec = container._task_specs[func]
         except (KeyError, TypeError):  # first use, or an unhashable callable
             spec = container._task_spec(func)
+        values = None
         if not (spec.simple and not kwargs and len(args) == spec.npos):  # plain positional calls checked by counting
-            spec.check(args, kwargs)  # raises the precise TypeError
+            values = spec.check(args, kwargs)  # raises the precise TypeError
         checker = container._task_checker
         if checker is not None:
             checker.check_task(func, args, kwargs)
         task = Task(func, args, kwargs, spec, container, contextvars.copy_context())
+        task._values = values
         task.label = self.label
         self._tasks.append(task)
         return task

@@ -470,14 +470,21 @@ class CeleryWorker:
             Exception: whatever the function (or a dependency) raised.
         """
         spec = self.container._task_spec(func)
-        spec.check(args, kwargs)
+        arguments = spec.check(args, kwargs)
         if spec.plan is None and not spec.is_async:
             return func(*args, **kwargs)
-        return self._loop().call(self._run, spec, func, args, kwargs)
+        return self._loop().call(self._run, spec, func, args, kwargs, arguments)
 
-    async def _run(self, spec: Any, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def _run(
+        self,
+        spec: Any,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        arguments: dict[str, Any],
+    ) -> Any:
         if spec.plan is not None:
-            return await self.container._call_task(spec, args, kwargs, abandon=False)
+            return await self.container._call_task(spec, arguments, abandon=False)
         return await func(*args, **kwargs)
 
     def _loop(self) -> BlockingPortal:
