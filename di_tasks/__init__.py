@@ -14,13 +14,14 @@ from ._errors import WiringError as WiringError
 from ._flush import Flusher as Flusher
 from ._flush import InProcessFlusher as InProcessFlusher
 from ._flush import TaskChecker as TaskChecker
+from ._graph import Graph as Graph
+from ._graph import Node as Node
+from ._graph import ValueNeed as ValueNeed
 from ._inspect import Kind as Kind
 from ._markers import Depends as Depends
+from ._markers import Lifetime as Lifetime
 from ._markers import ScopeName as ScopeName
 from ._scope import Scope as Scope
-from ._solve import Graph as Graph
-from ._solve import Node as Node
-from ._solve import ValueNeed as ValueNeed
 from ._tasks import BackgroundTasks as BackgroundTasks
 from ._tasks import Task as Task
 from ._tasks import TaskState as TaskState
@@ -36,6 +37,7 @@ __all__ = (
     "Graph",
     "InProcessFlusher",
     "Kind",
+    "Lifetime",
     "MissingValueError",
     "Node",
     "Scope",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 import sys
 import traceback
@@ -12,6 +13,7 @@ from typing import Any
 
 from ._container import Container
 from ._render import FORMATS
+from .testing import wiring_errors
 
 PROG = "python -m di_tasks"
 
@@ -53,8 +55,6 @@ def load(target: str) -> Any:
 
 
 def _graph(args: argparse.Namespace) -> int:
-    from .testing import _unwrap, wiring_errors
-
     if os.getcwd() not in sys.path:  # like `python -m`: modules in the current directory are importable
         sys.path.insert(0, os.getcwd())
     try:
@@ -88,7 +88,7 @@ def _graph(args: argparse.Namespace) -> int:
             text = str(error).replace("\n", "\n    ")
             print(f"  {type(error).__name__}: {text}", file=sys.stderr)
         return 1
-    sys.stdout.write(container.solve(_unwrap(func)).render(args.format))
+    sys.stdout.write(container.solve(inspect.unwrap(func)).render(args.format))
     return 0
 
 
@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo"]:  # the demo parses its own options
-        from . import _demo
+        from . import _demo  # loaded only when asked for: the graph command does not need it
 
         return _demo.main(argv[1:])
     args = parser().parse_args(argv)

@@ -22,17 +22,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.abc
 
 from ._inspect import Kind
-from ._solve import CACHE_APP, SLOT, Plan, Step
+from ._plan import FromStep, Plan, Step, Teardown
+from ._run import RootThread, check_values, end_call, interpret, resolve
 
 if TYPE_CHECKING:
-    from ._scope import Scope, Teardown
+    from ._scope import Scope
 
 
 def _inline(step: Step) -> bool:
     """Whether a step never waits (a sync call on the event loop), so it gains nothing from a task."""
-    return step.cache != CACHE_APP and not step.to_thread and step.kind in (Kind.SYNC, Kind.CLASS, Kind.GENERATOR)
+    return not step.app_cached and not step.to_thread and step.kind in (Kind.SYNC, Kind.CLASS, Kind.GENERATOR)
 
 
 def worth_it(plan: Plan) -> bool:
@@ -54,16 +56,15 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 async def resolve_concurrently(
-    plan: Plan, scope: Scope, args: tuple[Any, ...], values: dict[str, Any], root_thread: Any = None
+    plan: Plan, scope: Scope, args: tuple[Any, ...], values: dict[str, Any], root_thread: RootThread = None
 ) -> Any:
-    """Execute ``plan`` like ``_scope.interpret``, with independent waiting steps running concurrently.
+    """Execute ``plan`` like ``_run.interpret``, with independent waiting steps running concurrently; each step
+    runs through ``_run.resolve``, as in the interpreter.
 
     Raises:
         BaseException: the first failure of a step, once the other steps are cancelled and call-scoped
             generators torn down.
     """
-    from ._scope import check_values, end_call, interpret, run_step
-
     if not worth_it(plan):
         return await interpret(plan, scope, args, values, root_thread)
     check_values(plan, scope, values)
@@ -71,16 +72,10 @@ async def resolve_concurrently(
     last = len(steps) - 1
     results: list[Any] = [None] * len(steps)
     call_stack: list[Teardown] = []
-    waiting = [0] * len(steps)
-    dependents: list[list[int]] = [[] for _ in steps]
-    for step in steps[:-1]:
-        needs: set[int] = {src[1] for src in (*step.pos, *(src for _, src in step.kw)) if src[0] == SLOT}
-        waiting[step.slot] = len(needs)
-        for slot in needs:
-            dependents[slot].append(step.slot)
+    waiting, dependents = _dependency_counts(steps)
 
     async def run(step: Step, tg: anyio.abc.TaskGroup) -> None:
-        results[step.slot] = await run_step(step, results, scope, values, args, root_thread, last, call_stack)
+        results[step.slot] = await resolve(step, results, scope, values, args, root_thread, last, call_stack)
         ready = [steps[j] for j in dependents[step.slot] if _done_waiting(waiting, j)]
         await start(ready, tg)
 
@@ -97,12 +92,24 @@ async def resolve_concurrently(
                 await start([s for s in steps[:-1] if waiting[s.slot] == 0], tg)
         except BaseExceptionGroup as group:
             raise first_error(group) from None
-        results[last] = await run_step(steps[last], results, scope, values, args, root_thread, last, call_stack)
+        results[last] = await resolve(steps[last], results, scope, values, args, root_thread, last, call_stack)
     except BaseException as exc:
         await end_call(call_stack, exc)
         raise
     await end_call(call_stack, None)
     return results[last]
+
+
+def _dependency_counts(steps: tuple[Step, ...]) -> tuple[list[int], list[list[int]]]:
+    """For each step but the root: how many steps it waits for, and which steps wait for it."""
+    waiting = [0] * len(steps)
+    dependents: list[list[int]] = [[] for _ in steps]
+    for step in steps[:-1]:
+        needs = {src.slot for src in step.sources() if type(src) is FromStep}
+        waiting[step.slot] = len(needs)
+        for slot in needs:
+            dependents[slot].append(step.slot)
+    return waiting, dependents
 
 
 def _done_waiting(waiting: list[int], slot: int) -> bool:

@@ -2,38 +2,34 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import inspect
-import sys
-import threading
+import logging
 import types
 import weakref
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from contextlib import contextmanager
-from typing import Any, Literal, Protocol, TypeVar, cast, overload
+from typing import Any, Final, Literal, Protocol, TypeVar, cast, overload
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 
+from ._app import AppLifetime
 from ._compile import forget
-from ._errors import ScopeError, WiringError
+from ._execute import execute
 from ._flush import Flusher, InProcessFlusher, TaskChecker
-from ._inspect import Kind, kind_of, qualname
-from ._scope import (
-    Scope,
-    Teardown,
-    current_scope,
-    execute,
-    in_event_loop,
-    returned_coroutine_error,
-    setup_generator,
-    unwind,
-)
-from ._solve import CONTAINER, SCOPE, TASKS, Graph, Plan, Solver, Step, TaskSpec, register_special
-from ._tasks import BackgroundTasks, Task
+from ._graph import Graph
+from ._inject import inject
+from ._inspect import qualname
+from ._plan import Plan, Special, register_special
+from ._run import RootThread
+from ._scope import Scope, current_scope
+from ._solver import solve
+from ._tasks import Task, TaskSpec, make_task_spec, set_default_host
+from ._util import in_event_loop
 
 T = TypeVar("T")
+logger: Final = logging.getLogger("di_tasks")
 
 # One capacity limiter per container per event loop: a limiter belongs to the loop it was made in.
 _limiters: anyio.lowlevel.RunVar[weakref.WeakKeyDictionary[Container, anyio.CapacityLimiter]] = anyio.lowlevel.RunVar(
@@ -108,17 +104,25 @@ class Container:
         self._plan_caches: dict[tuple[tuple[int, int], ...], dict[Any, Plan]] = {(): {}}
         self._plans = self._plan_caches[()]
         self._task_specs: dict[Any, TaskSpec] = {}
-        self._app_cache: dict[Any, Any] = {}
-        self._app_teardown: list[Teardown] = []
-        # Guards the enter count and the app values being created: a container may be shared by several
-        # threads, each running its own event loop (Container.run in threads), so no loop-bound lock fits.
-        self._app_guard = threading.Lock()
-        self._app_pending: dict[Any, threading.Event] = {}
-        self._entered = 0
-        self._loops: dict[object, int] = {}  # the event loops holding the app lifetime, with their entry counts
-        self._agen_loop: object | None = None  # the loop that runs an app-scoped async generator, if any
+        self.app = AppLifetime()
+        """The app lifetime: app-scoped values and their teardown (see :meth:`__aenter__`)."""
         # What a pure compiled plan receives as its scope in Container.call: it reads only the (empty) types.
         self._bare_scope = Scope(self, {})
+
+    @property
+    def values(self) -> Mapping[str, Any]:
+        """The app-wide values by name given to the constructor (what app-scoped dependencies see)."""
+        return self._values
+
+    @property
+    def overrides(self) -> Mapping[Any, Callable[..., Any]]:
+        """The active overrides, target to replacement (read-only: use :meth:`override`)."""
+        return types.MappingProxyType(self._overrides)
+
+    @property
+    def task_checker(self) -> TaskChecker | None:
+        """The flusher's add-time check (its ``check_task``), or ``None`` when it has none."""
+        return self._task_checker
 
     @property
     def flusher(self) -> Flusher:
@@ -146,66 +150,40 @@ class Container:
             DependencyCycleError: the graph has a cycle.
             ScopeError: a dependency needs a shorter-lived one.
         """
-        return self._plan(getattr(func, "__di_tasks_injected__", func), 0).graph
+        return self.plan(getattr(func, "__di_tasks_injected__", func)).graph
 
-    def _plan(self, func: Callable[..., Any], nargs: int) -> Plan:
+    def plan(self, func: Callable[..., Any], nargs: int = 0) -> Plan:
+        """The execution plan of ``func`` called with ``nargs`` positional arguments, solved once per set of
+        overrides and cached (for executors; :meth:`solve` is the user's view of it).
+
+        Raises:
+            WiringError, DependencyCycleError, ScopeError: as :meth:`solve`.
+        """
         key: Any = func if nargs == 0 else (func, nargs)
         try:
             return self._plans[key]
         except KeyError:
             pass
         except TypeError:  # an unhashable callable: solved every time, correct but slower
-            return _solve(self._overrides, func, nargs)
-        plan = _solve(self._overrides, func, nargs)
+            return solve(self._overrides, func, nargs)
+        plan = solve(self._overrides, func, nargs)
         self._plans[key] = plan
         return plan
 
-    def _task_spec(self, func: Callable[..., Any]) -> TaskSpec:
-        try:
-            spec = self._task_specs.get(func)
-        except TypeError:
-            spec = None
-        if spec is not None:
-            return spec
-        spec = self._make_task_spec(func)
-        with contextlib.suppress(TypeError):  # unhashable callables are checked every time
-            self._task_specs[func] = spec
-        return spec
+    def task_spec(self, func: Callable[..., Any], /) -> TaskSpec:
+        """What ``add_task`` knows of a task function: its checked signature and its own dependencies (cached).
 
-    def _make_task_spec(self, func: Callable[..., Any]) -> TaskSpec:
-        if inspect.isawaitable(func):
-            raise TypeError(
-                f"add_task() takes a function and its arguments, got the awaitable {func!r}; write "
-                "add_task(f, arg) instead of add_task(f(arg))"
-            )
-        if not callable(func):
-            raise TypeError(f"add_task() takes a function and its arguments, got {func!r}, which is not callable")
-        kind = kind_of(func)
-        if kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR):
-            raise TypeError(f"add_task({qualname(func)}, ...): a generator function cannot be a background task")
+        Raises:
+            TypeError: ``func`` cannot be a background task (see ``BackgroundTasks.add_task``).
+        """
         try:
-            plan = Solver({}).solve(func, 0)
-        except WiringError as exc:
-            raise TypeError(f"add_task({qualname(func)}, ...): {exc}") from exc
-        # the solver read the signature already, so this cannot fail
-        signature = inspect.signature(func)
-        injected = plan.graph.root.injected
-        if not injected:
-            return TaskSpec(func, None, signature)
-        if any(p.kind is inspect.Parameter.POSITIONAL_ONLY for p in signature.parameters.values()):
-            raise TypeError(
-                f"add_task({qualname(func)}, ...): a task with injected parameters cannot have "
-                "positional-only parameters (its arguments are passed by name); make them regular parameters"
-            )
-        star = next((p for p in signature.parameters.values() if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)), None)
-        if star is not None:  # arguments travel by name, so *args/**kwargs would be dropped silently
-            prefix = "*" if star.kind is inspect.Parameter.VAR_POSITIONAL else "**"
-            raise TypeError(
-                f"add_task({qualname(func)}, ...): a task with injected parameters cannot take {prefix}{star.name} "
-                "(its arguments are passed by name); give it explicit parameters"
-            )
-        parameters = [p for p in signature.parameters.values() if p.name not in injected]
-        return TaskSpec(func, plan, signature.replace(parameters=parameters))
+            return self._task_specs[func]
+        except KeyError:
+            pass
+        except TypeError:  # unhashable callables are checked every time
+            return make_task_spec(func)
+        spec = self._task_specs[func] = make_task_spec(func)
+        return spec
 
     # -- scopes --------------------------------------------------------------------------------------------
 
@@ -240,9 +218,9 @@ class Container:
             MissingValueError, WiringError, DependencyCycleError, ScopeError: the graph cannot be resolved.
         """
         try:  # the plan cache, read inline: this is every script call's path
-            plan = self._plans[func] if not args else self._plan(func, len(args))
+            plan = self._plans[func] if not args else self.plan(func, len(args))
         except (KeyError, TypeError):
-            plan = self._plan(func, len(args))
+            plan = self.plan(func, len(args))
         run = plan.run_fresh
         if run is not None and plan.pure and not args and not self.concurrent_resolution:
             # nothing to cache, flush or tear down: no scope of its own, nothing to exit
@@ -259,7 +237,7 @@ class Container:
             await scope.close(exc)
             raise
         current_scope.reset(token)
-        if not scope._close_idle():
+        if not scope.close_if_idle():
             await scope.close()
         return result
 
@@ -309,106 +287,21 @@ class Container:
         return anyio.run(main, backend=backend)
 
     async def __aenter__(self) -> Container:
-        loop = anyio.lowlevel.current_token()
-        with self._app_guard:
-            owner = self._agen_loop
-            if owner is not None and owner != loop:
-                raise ScopeError(
-                    "the container's app lifetime holds an async generator dependency run by another event loop, "
-                    "which closes it when that loop ends; a second loop cannot share it. Give each thread's event "
-                    "loop a container of its own, or make that dependency a sync generator"
-                )
-            self._entered += 1
-            self._loops[loop] = self._loops.get(loop, 0) + 1
+        """Enter the app lifetime (entries are counted; the first opens it).
+
+        Raises:
+            ScopeError: an app-scoped async generator of another event loop lives in it.
+        """
+        self.app.enter()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        loop = anyio.lowlevel.current_token()
-        with self._app_guard:
-            if not self._entered:
-                raise ScopeError("the container's app lifetime was exited more often than it was entered")
-            self._entered -= 1
-            if self._loops.get(loop, 0) > 1:
-                self._loops[loop] -= 1
-            else:
-                self._loops.pop(loop, None)
-            if self._entered:
-                return
-            stack, self._app_teardown = self._app_teardown, []
-            self._app_cache.clear()
-            self._agen_loop = None
-        exc = exc_info[1] if isinstance(exc_info[1], BaseException) else None
-        error = await unwind(stack, exc)
-        if error is not None and error is not exc:
-            raise error
+        """Exit the app lifetime; the last exit tears app-scoped generators down, last-in first-out.
 
-    def _claim_for_async_generator(self, step: Step) -> None:
-        """An async generator is closed by the event loop that first ran it when that loop ends, so an app-scoped one
-        may only live in a lifetime that a single loop holds."""
-        loop = anyio.lowlevel.current_token()
-        with self._app_guard:
-            if any(other != loop for other in self._loops):
-                raise ScopeError(
-                    f"{step.name} is an app-scoped async generator, but several event loops (threads) hold the "
-                    "container's app lifetime, and the loop that runs it would close it when it ends; give each "
-                    "thread's event loop a container of its own, or make it a sync generator",
-                    path=step.path,
-                )
-            self._agen_loop = loop
-
-    def _require_app(self, step: Step) -> None:
-        if not self._entered:
-            raise ScopeError(
-                f"{step.name} is app-scoped, but the container's app lifetime is not open; wrap the app in "
-                "'async with container:' (the ASGI middleware does this on lifespan startup, Container.run does "
-                "it for you)",
-                path=step.path,
-            )
-
-    def _app_stack(self, step: Step) -> list[Teardown]:
-        """The app's teardown stack, for a generator that lives until the app exits."""
-        self._require_app(step)
-        return self._app_teardown
-
-    async def _app_value(self, step: Step, pos: list[Any], kw: dict[str, Any]) -> Any:
-        self._require_app(step)
-        # Concurrent first uses create the value once: the first caller (in any thread or loop) creates it, the
-        # others poll until it is there (first use only, so polling costs nothing later).
-        while True:
-            with self._app_guard:
-                try:
-                    return self._app_cache[step.key]
-                except KeyError:
-                    pass
-                pending = self._app_pending.get(step.key)
-                if pending is None:
-                    pending = self._app_pending[step.key] = threading.Event()
-                    break
-            while not pending.is_set():  # noqa: ASYNC110  # the creator may run on another loop: no anyio.Event
-                await anyio.sleep(0.001)
-        try:
-            kind = step.kind
-            if kind is Kind.ASYNC:
-                value = await step.call(*pos, **kw)
-            elif kind is Kind.ASYNC_GENERATOR:
-                self._claim_for_async_generator(step)
-                value = await setup_generator(step, step.call, pos, kw, self._app_teardown)
-            elif kind is Kind.GENERATOR:
-                value = await setup_generator(step, step.call, pos, kw, self._app_teardown)
-            elif step.to_thread:
-                value = await anyio.to_thread.run_sync(functools.partial(step.call, *pos, **kw))
-            else:
-                value = step.call(*pos, **kw)
-            if step.check and type(value) is types.CoroutineType:
-                value.close()
-                raise returned_coroutine_error(step)
-            with self._app_guard:
-                self._app_cache[step.key] = value
-            return value
-        finally:
-            with self._app_guard:
-                del self._app_pending[step.key]
-            pending.set()
+        Raises:
+            ScopeError: more exits than entries.
+        """
+        await self.app.exit(exc_info[1] if isinstance(exc_info[1], BaseException) else None)
 
     # -- overrides -----------------------------------------------------------------------------------------
 
@@ -464,21 +357,46 @@ class Container:
             limiter = limiters[self] = anyio.CapacityLimiter(self.task_threads)
         return limiter
 
-    async def _call_task(self, spec: TaskSpec, arguments: dict[str, Any], *, abandon: bool) -> Any:
-        # the task's own arguments become values by name, so they fill its parameters and reach its dependencies
+    async def to_thread(self, func: Callable[..., T], /, *args: Any, abandon_on_cancel: bool = False) -> T:
+        """Run a sync callable in a worker thread under the tasks' own capacity limiter (``task_threads``), so
+        background work never starves the app's thread pool. What sync tasks and flushers that block use.
+
+        Args:
+            func: the callable; ``*args`` are passed to it.
+            abandon_on_cancel: on cancellation (a timeout), stop waiting and let the thread finish on its own.
+
+        Returns:
+            What ``func`` returned.
+        """
+        return await anyio.to_thread.run_sync(
+            func, *args, abandon_on_cancel=abandon_on_cancel, limiter=self._thread_limiter()
+        )
+
+    async def call_task(self, spec: TaskSpec, arguments: dict[str, Any], /, *, abandon_on_cancel: bool = False) -> Any:
+        """Run a task function that has dependencies as a background task runs: its arguments become values by
+        name, its ``Depends`` are resolved in a fresh request scope of this container (under the overrides active
+        now), a sync body runs in a worker thread under the tasks' limiter, and the scope exits before it returns.
+
+        Args:
+            spec: what :meth:`task_spec` returned for the function.
+            arguments: its arguments by parameter name (``spec.check(args, kwargs)``).
+            abandon_on_cancel: past a cancellation (a timeout), stop waiting for a sync body's thread.
+
+        Returns:
+            What the function returned.
+
+        Raises:
+            BaseException: what the function, a dependency or a teardown raised; BackgroundTaskError if tasks it
+                added failed.
+        """
         values = {**self._values, **arguments} if self._values else arguments
         scope = Scope(self, values)
-        # a sync task's own body runs in a worker thread under the tasks' limiter; past a timeout the flush stops
-        # waiting for it (the thread finishes on its own), as for a sync task without dependencies
-        root_thread = (
-            None
-            if spec.is_async
-            else functools.partial(anyio.to_thread.run_sync, limiter=self._thread_limiter(), abandon_on_cancel=abandon)
-        )
-        plan = self._plan(spec.func, 0)  # solved under the overrides active now
+        root_thread: RootThread = None
+        if not spec.is_async:  # the task's own body runs in a worker thread under the tasks' limiter
+            root_thread = functools.partial(self.to_thread, abandon_on_cancel=abandon_on_cancel)
         token = current_scope.set(scope)
         try:
-            result = await execute(plan, scope, (), values, root_thread=root_thread, fresh=True)
+            result = await execute(self.plan(spec.func), scope, (), values, root_thread=root_thread, fresh=True)
         except BaseException as exc:
             current_scope.reset(token)
             await scope.close(exc)
@@ -487,14 +405,14 @@ class Container:
         await scope.close()
         return result
 
-    def _report_task_error(self, task: Task, exc: BaseException) -> None:
+    def report_task_error(self, task: Task, exc: BaseException, /) -> None:
+        """Pass a task's failure to the ``on_task_error`` hook (``Task.fail`` logs it and calls this); a hook that
+        raises is logged, never allowed to hide the task's own failure."""
         if self.on_task_error is None:
             return
         try:
             self.on_task_error(task, exc)
-        except Exception:  # noqa: BLE001  # a broken hook must not hide the task's own failure
-            from ._tasks import logger
-
+        except Exception:  # a broken hook must not hide the task's own failure
             logger.exception("the on_task_error hook raised while reporting background task %s", task.name)
 
     # -- injection -----------------------------------------------------------------------------------------
@@ -525,22 +443,8 @@ class Container:
             WiringError: ``func`` is a generator function or a class, has ``*args``/``**kwargs``, or its graph
                 cannot be wired; DependencyCycleError and ScopeError likewise: the graph is solved here, once.
         """
-        from ._inject import inject
-
         return inject(self, func)
 
 
-def _solve(overrides: dict[Any, Callable[..., Any]], func: Callable[..., Any], nargs: int) -> Plan:
-    try:
-        return Solver(overrides).solve(func, nargs)
-    except RecursionError:
-        raise WiringError(
-            f"the dependency graph of {qualname(func)} is deeper than Python's recursion limit lets the solver walk "
-            f"(about {sys.getrecursionlimit() // 3} levels); raise it with sys.setrecursionlimit()",
-            path=(qualname(func),),
-        ) from None
-
-
-register_special(BackgroundTasks, TASKS)
-register_special(Scope, SCOPE)
-register_special(Container, CONTAINER)
+register_special(Container, Special.CONTAINER)
+set_default_host(Container)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from ._tasks import Task
+if TYPE_CHECKING:  # a flusher is handed tasks, and runs them through their own public methods
+    from ._tasks import Task
 
 
 class Flusher(Protocol):
@@ -56,7 +57,7 @@ class InProcessFlusher:
 
     async def flush(self, tasks: Sequence[Task], /) -> None:
         """Run ``tasks`` (see the class docstring)."""
-        if self.concurrency == 1 or len(tasks) == 1:
+        if self.concurrency == 1 or len(tasks) == 1:  # the default: in order, on the scope's own task
             for task in tasks:
                 await task.run()
             return

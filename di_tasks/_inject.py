@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -22,23 +21,21 @@ import anyio
 import anyio.from_thread
 
 from ._errors import WiringError
-from ._inspect import Kind, analyse
-from ._scope import _OPEN, Scope, current_scope, in_event_loop
-from ._solve import _SPECIAL, TEARDOWN_CALL
+from ._inspect import CallableInfo, Kind, analyse
+from ._markers import Lifetime
+from ._plan import special_of
+from ._scope import Scope, current_scope
+from ._util import in_event_loop
 
 if TYPE_CHECKING:
     from ._container import Container
 
 T = TypeVar("T")
 
-
-body_errors: weakref.WeakKeyDictionary[Scope, BaseException] = weakref.WeakKeyDictionary()
-"""The error of the last injected call that failed in a scope it did not open (the ASGI middleware's).
-
-Frameworks turn an endpoint's exception into an error response, so the middleware never sees it raised; it reads
-this when the scope exits, so the scope exits with the error (pending tasks not run) as the core policy says. A later
-injected call in the same scope that returns (an endpoint that caught its helper's error) clears it.
-"""
+# An injected call that fails in a scope it did not open records its error as the scope's ``body_error``:
+# frameworks turn an endpoint's exception into an error response, so the ASGI middleware never sees it raised, and
+# exits the scope with it (pending tasks not run) as the core policy says. A later injected call in the same scope
+# that returns (an endpoint that caught its helper's error) clears it.
 
 
 class _Injected:
@@ -58,23 +55,7 @@ class _Injected:
                 path=(info.name,),
             )
         signature = inspect.signature(func, eval_str=True)  # analyse() proved this works
-        hidden: list[inspect.Parameter] = []
-        visible: list[inspect.Parameter] = []
-        for param, parsed in zip(signature.parameters.values(), info.params, strict=True):
-            if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
-                star = "*" if param.kind is inspect.Parameter.VAR_POSITIONAL else "**"
-                raise WiringError(
-                    f"parameter {star}{param.name} of {info.name} cannot go through Container.inject(): the wrapper "
-                    "passes the caller's arguments to dependencies by name; declare the parameters explicitly",
-                    path=(info.name,),
-                )
-            injected = parsed.marker is not None or (
-                isinstance(parsed.annotation, type) and parsed.annotation in _SPECIAL
-            )
-            if injected:
-                hidden.append(param.replace(kind=inspect.Parameter.KEYWORD_ONLY))  # a default may be the marker
-            else:
-                visible.append(param)
+        hidden, visible = _split(signature, info)
         self.container = container
         self.func = func
         self.name = info.name
@@ -89,11 +70,7 @@ class _Injected:
         self.kind = info.kind
         # Fast paths for how frameworks call endpoints: every parameter by keyword (FastAPI, Litestar) or a lone
         # positional request (Starlette). Anything else goes through Signature.bind, which explains mistakes.
-        simple = [p for p in visible if p.kind is not inspect.Parameter.POSITIONAL_ONLY]
-        self.keywords = frozenset(p.name for p in simple) if len(simple) == len(visible) else None
-        self.only = (
-            visible[0].name if len(visible) == 1 and visible[0].kind is not inspect.Parameter.KEYWORD_ONLY else None
-        )
+        self.keywords, self.only = _fast_paths(visible)
         self.runtime: dict[type, bool] = {}  # whether a value's own class may be bound by type, per class
 
     def values(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -126,7 +103,7 @@ class _Injected:
     def scope_for_call(self) -> Scope | None:
         """The active scope of this container, if there is an open one."""
         scope = current_scope.get()
-        if scope is None or scope.container is not self.container or scope._state != _OPEN:
+        if scope is None or scope.container is not self.container or not scope.is_open:
             return None
         return scope
 
@@ -138,9 +115,9 @@ class _Injected:
             try:
                 result = await scope.call(self.func, **values)
             except BaseException as exc:
-                body_errors[scope] = exc
+                scope.body_error = exc
                 raise
-            body_errors.pop(scope, None)
+            scope.body_error = None
             return result
         async with self.container.scope() as own:
             self.bind_types(own, values)
@@ -153,8 +130,39 @@ class _Injected:
         return pos, merged
 
 
+def _split(signature: inspect.Signature, info: CallableInfo) -> tuple[list[inspect.Parameter], list[inspect.Parameter]]:
+    """The injected parameters (made keyword-only: a default may be the marker) and the ones the caller gives.
+
+    Raises:
+        WiringError: ``*args`` or ``**kwargs``, which cannot be passed on to dependencies by name.
+    """
+    hidden: list[inspect.Parameter] = []
+    visible: list[inspect.Parameter] = []
+    for param, parsed in zip(signature.parameters.values(), info.params, strict=True):
+        if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            star = "*" if param.kind is inspect.Parameter.VAR_POSITIONAL else "**"
+            raise WiringError(
+                f"parameter {star}{param.name} of {info.name} cannot go through Container.inject(): the wrapper "
+                "passes the caller's arguments to dependencies by name; declare the parameters explicitly",
+                path=(info.name,),
+            )
+        if parsed.marker is not None or special_of(parsed.annotation) is not None:
+            hidden.append(param.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+        else:
+            visible.append(param)
+    return hidden, visible
+
+
+def _fast_paths(visible: list[inspect.Parameter]) -> tuple[frozenset[str] | None, str | None]:
+    """The names when every parameter may come by keyword, and the name of a lone positional parameter."""
+    simple = [p for p in visible if p.kind is not inspect.Parameter.POSITIONAL_ONLY]
+    keywords = frozenset(p.name for p in simple) if len(simple) == len(visible) else None
+    lone = len(visible) == 1 and visible[0].kind is not inspect.Parameter.KEYWORD_ONLY
+    return keywords, (visible[0].name if lone else None)
+
+
 def _bindable(tp: object) -> bool:
-    return isinstance(tp, type) and tp.__module__ != "builtins" and tp not in _SPECIAL
+    return isinstance(tp, type) and tp.__module__ != "builtins" and special_of(tp) is None
 
 
 def _resolver(func: Callable[..., Any], hidden: list[inspect.Parameter]) -> Callable[..., dict[str, Any]]:
@@ -204,9 +212,9 @@ def inject(container: Container, func: Callable[..., T]) -> Callable[..., T]:
 def _check_sync(target: _Injected) -> None:
     """A sync function's body runs after its dependencies are resolved, so nothing call-scoped can be torn down
     after it: refuse call-scoped generators when the function is decorated."""
-    plan = target.container._plan(target.resolver, 0)
+    plan = target.container.plan(target.resolver)
     for step in plan.steps[:-1]:
-        if step.teardown == TEARDOWN_CALL and step.kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR):
+        if step.generator and step.lifetime is Lifetime.CALL:
             raise WiringError(
                 f"{step.name} is a call-scoped generator dependency of the sync function {target.name}, which runs in "
                 "a worker thread after its dependencies are resolved, so it could not be torn down after the call; "
@@ -231,9 +239,9 @@ def _call_sync(target: _Injected, values: dict[str, Any]) -> Any:
         try:
             result = target.func(*pos, **kw)
         except BaseException as exc:
-            body_errors[scope] = exc
+            scope.body_error = exc
             raise
-        body_errors.pop(scope, None)
+        scope.body_error = None
         return result
     try:
         result = target.func(*pos, **kw)
@@ -258,7 +266,7 @@ async def _resolve_in_thread(target: _Injected, values: dict[str, Any]) -> tuple
         resolved: dict[str, Any] = await scope.call(target.resolver, **values)
     except BaseException as exc:
         if own is None:
-            body_errors[scope] = exc
+            scope.body_error = exc
         else:
             await own.close(exc)
         raise
@@ -267,7 +275,7 @@ async def _resolve_in_thread(target: _Injected, values: dict[str, Any]) -> tuple
 
 async def _call_in_new_loop(target: _Injected, values: dict[str, Any]) -> Any:
     container = target.container
-    if container._entered:
+    if container.app.is_open:
         return await target.call(values)
     async with container:
         return await target.call(values)

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 ScopeName = Literal["app", "request", "call"]
 """The lifetimes a dependency can have, longest first: ``app`` ⊃ ``request`` ⊃ ``call``."""
 
-SCOPE_RANK: Final[dict[str, int]] = {"app": 0, "request": 1, "call": 2}
+
+class Lifetime(enum.StrEnum):
+    """A lifetime, end to end: the marker's ``scope=`` string, ``Node.scope`` and where a step is cached and torn
+    down. A ``StrEnum``, so it compares equal to the names users write (``Lifetime.APP == "app"``).
+
+    Lifetimes nest, longest first: ``APP`` ⊃ ``REQUEST`` ⊃ ``CALL``; ``a.outlives(b)`` compares them.
+    """
+
+    APP = "app"
+    REQUEST = "request"
+    CALL = "call"
+
+    def outlives(self, other: Lifetime) -> bool:
+        """Whether this lifetime is strictly longer than ``other``."""
+        return _ORDER[self] < _ORDER[other]
+
+
+_ORDER: dict[str, int] = {Lifetime.APP: 0, Lifetime.REQUEST: 1, Lifetime.CALL: 2}
 
 
 class Dependency:
@@ -68,6 +86,6 @@ def Depends(  # noqa: N802  # a marker factory named like FastAPI's, on purpose
             f"Depends() takes a callable (a function or a class), got {dependency!r}; "
             "pass the function itself, not the result of calling it"
         )
-    if scope is not None and scope not in SCOPE_RANK:
+    if scope is not None and scope not in _ORDER:
         raise TypeError(f"Depends(scope=...) must be 'app', 'request' or 'call', got {scope!r}")
     return Dependency(dependency, use_cache, scope, sync_to_thread)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ._inspect import EMPTY, qualname
-from ._solve import Graph, Node, ValueNeed
+
+if TYPE_CHECKING:  # the graph's types, for annotations only: _graph imports this module to draw itself
+    from ._graph import Graph, Node, ValueNeed
 
 Format = Literal["text", "mermaid", "dot"]
 FORMATS: Final[tuple[Format, ...]] = ("text", "mermaid", "dot")

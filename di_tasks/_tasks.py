@@ -1,27 +1,171 @@
-"""The collector (``BackgroundTasks``) and the task handle (``Task``)."""
+"""The collector (``BackgroundTasks``), the task handle (``Task``) and what ``add_task`` knows of a function."""
 
 from __future__ import annotations
 
 import contextvars
 import enum
+import inspect
 import logging
 import types
 import warnings
 from collections.abc import Callable, Coroutine, Generator, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast
+from typing import Any, Final, ParamSpec, Protocol, TypeVar, cast
 
 import anyio
 
-from ._errors import ScopeError
-
-if TYPE_CHECKING:
-    from ._container import Container
-    from ._solve import TaskSpec
+from ._errors import ScopeError, WiringError
+from ._flush import Flusher, TaskChecker
+from ._inspect import EMPTY, Kind, kind_of, qualname
+from ._plan import Plan
+from ._solver import Solver
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 logger: Final = logging.getLogger("di_tasks")
+
+
+class TaskHost(Protocol):
+    """What a task needs from the container it belongs to; :class:`~di_tasks.Container` is the one host.
+
+    Every member is public API of ``Container``, so a flusher written outside this package can do all that the
+    built-in ones do.
+    """
+
+    @property
+    def task_timeout(self) -> float | None:
+        """The default per-task timeout in seconds."""
+        ...
+
+    @property
+    def task_checker(self) -> TaskChecker | None:
+        """The flusher's add-time check, if it has one."""
+        ...
+
+    @property
+    def flusher(self) -> Flusher:
+        """What happens to a scope's tasks at exit."""
+        ...
+
+    def task_spec(self, func: Callable[..., Any], /) -> TaskSpec:
+        """What ``add_task`` knows of ``func`` (cached)."""
+        ...
+
+    async def to_thread(self, func: Callable[..., T], /, *args: Any, abandon_on_cancel: bool = False) -> T:
+        """Run a sync callable in a worker thread under the tasks' own capacity limiter."""
+        ...
+
+    async def call_task(self, spec: TaskSpec, arguments: dict[str, Any], /, *, abandon_on_cancel: bool = False) -> Any:
+        """Run a task function with dependencies in a fresh request scope."""
+        ...
+
+    def report_task_error(self, task: Task, exc: BaseException, /) -> None:
+        """Pass a failure to the error hook."""
+        ...
+
+
+_default_host: Callable[[], TaskHost] | None = None
+
+
+def set_default_host(factory: Callable[[], TaskHost]) -> None:
+    """Declare what ``BackgroundTasks()`` without a container uses (the container module does, once)."""
+    global _default_host  # set once at import by the module above this one
+    _default_host = factory
+
+
+class TaskSpec:
+    """What ``add_task`` knows about a task function: how to check its arguments and how to run it.
+
+    Attributes:
+        func: the task function.
+        name: its qualified name.
+        plan: the solved plan of its own dependencies, or ``None`` when it has none.
+        is_async: whether it is an ``async def`` function.
+        signature: the parameters a caller passes (injected ones removed), or ``None`` when unreadable.
+    """
+
+    __slots__ = ("func", "is_async", "name", "npos", "plan", "signature", "simple")
+
+    def __init__(self, func: Callable[..., Any], plan: Plan | None, signature: inspect.Signature | None) -> None:
+        self.func = func
+        self.name = qualname(func)
+        self.plan = plan
+        self.is_async = kind_of(func) is Kind.ASYNC
+        self.signature = signature
+        # The common case, a function with plain positional parameters and no defaults, is checked by
+        # counting instead of a full Signature.bind.
+        self.simple = signature is not None and all(
+            p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is EMPTY
+            for p in signature.parameters.values()
+        )
+        self.npos = len(signature.parameters) if signature is not None else -1
+
+    def check(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Bind the arguments to the signature, raising ``TypeError`` that names the function.
+
+        Returns:
+            The arguments by parameter name (what a task with dependencies passes to its scope as values).
+        """
+        if self.signature is None:
+            return dict(kwargs)
+        try:
+            return dict(self.signature.bind(*args, **kwargs).arguments)
+        except TypeError as exc:
+            injected = ""
+            if self.plan is not None:
+                injected = " (its injected parameters are filled when it runs and must not be passed)"
+            raise TypeError(
+                f"add_task({self.name}, ...): {exc}; the arguments must fit {self.name}{self.signature}{injected}"
+            ) from None
+
+
+def make_task_spec(func: Callable[..., Any]) -> TaskSpec:
+    """Vet ``func`` as a task function and solve its own dependencies (without overrides: they apply at run time).
+
+    Raises:
+        TypeError: not a function, a generator function, an unwirable graph, or a signature a task with
+            dependencies cannot have.
+    """
+    _vet_task_function(func)
+    try:
+        plan = Solver({}).solve(func, 0)
+    except WiringError as exc:
+        raise TypeError(f"add_task({qualname(func)}, ...): {exc}") from exc
+    signature = inspect.signature(func)  # the solver read it already, so this cannot fail
+    injected = plan.graph.root.injected
+    if not injected:
+        return TaskSpec(func, None, signature)
+    _vet_injected_signature(func, signature)
+    parameters = [p for p in signature.parameters.values() if p.name not in injected]
+    return TaskSpec(func, plan, signature.replace(parameters=parameters))
+
+
+def _vet_task_function(func: Callable[..., Any]) -> None:
+    if inspect.isawaitable(func):
+        raise TypeError(
+            f"add_task() takes a function and its arguments, got the awaitable {func!r}; write "
+            "add_task(f, arg) instead of add_task(f(arg))"
+        )
+    if not callable(func):
+        raise TypeError(f"add_task() takes a function and its arguments, got {func!r}, which is not callable")
+    if kind_of(func) in (Kind.GENERATOR, Kind.ASYNC_GENERATOR):
+        raise TypeError(f"add_task({qualname(func)}, ...): a generator function cannot be a background task")
+
+
+def _vet_injected_signature(func: Callable[..., Any], signature: inspect.Signature) -> None:
+    """A task with dependencies gets its arguments by name: refuse what cannot be passed that way."""
+    if any(p.kind is inspect.Parameter.POSITIONAL_ONLY for p in signature.parameters.values()):
+        raise TypeError(
+            f"add_task({qualname(func)}, ...): a task with injected parameters cannot have "
+            "positional-only parameters (its arguments are passed by name); make them regular parameters"
+        )
+    star = next((p for p in signature.parameters.values() if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)), None)
+    if star is not None:  # arguments travel by name, so *args/**kwargs would be dropped silently
+        prefix = "*" if star.kind is inspect.Parameter.VAR_POSITIONAL else "**"
+        raise TypeError(
+            f"add_task({qualname(func)}, ...): a task with injected parameters cannot take {prefix}{star.name} "
+            "(its arguments are passed by name); give it explicit parameters"
+        )
 
 
 class TaskState(enum.Enum):
@@ -107,9 +251,9 @@ class Task:
     """
 
     __slots__ = (
-        "_container",
         "_context",
         "_done",
+        "_host",
         "_spec",
         "_values",
         "args",
@@ -129,7 +273,7 @@ class Task:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         spec: TaskSpec,
-        container: Container,
+        container: TaskHost,
         context: contextvars.Context,
     ) -> None:
         self.func = func
@@ -143,7 +287,7 @@ class Task:
         self.label: str | None = None
         self._spec = spec
         self._values: dict[str, Any] | None = None  # the arguments by name, when add_task had to bind them
-        self._container = container
+        self._host = container
         self._context = context
         self._done: anyio.Event | None = None  # made on first wait(): Event() needs a running loop
 
@@ -151,6 +295,11 @@ class Task:
     def name(self) -> str:
         """The task function's qualified name."""
         return self._spec.name
+
+    @property
+    def container(self) -> TaskHost:
+        """The container the task belongs to: its settings, thread limiter and error hook apply to it."""
+        return self._host
 
     def __repr__(self) -> str:
         return f"<Task {self.name} {self.state.value}>"
@@ -198,6 +347,16 @@ class Task:
         """Record an outcome decided elsewhere (a runner that skips, cancels or hands tasks off)."""
         self._finish(state)
 
+    def fail(self, exc: BaseException, reason: str = "failed") -> None:
+        """Record a failure decided here or by a runner: the task is ``FAILED`` with ``exc``, the failure is
+        logged on the ``di_tasks`` logger at ERROR (``background task <name> <reason>``, with the traceback), and
+        passed to the container's ``on_task_error`` hook.
+        """
+        self.exception = exc
+        self._finish(TaskState.FAILED)
+        logger.error("background task %s %s", self.display_name, reason, exc_info=exc)
+        self._host.report_task_error(self, exc)
+
     async def run(self) -> None:
         """Run the task once, recording its outcome; never raises for the task's own failure.
 
@@ -230,14 +389,9 @@ class Task:
             self._finish(TaskState.CANCELLED)
             logger.warning("background task %s was cancelled", self.display_name)
             raise
-        except Exception as exc:
-            self.exception = exc
-            self._finish(TaskState.FAILED)
-            if isinstance(exc, TimeoutError) and deadline is not None and deadline.cancel_called:
-                logger.error("background task %s timed out after %ss", self.display_name, self.timeout, exc_info=exc)
-            else:
-                logger.error("background task %s failed", self.display_name, exc_info=exc)
-            self._container._report_task_error(self, exc)
+        except Exception as exc:  # noqa: BLE001  # the task's own failure: recorded, logged and reported by fail()
+            timed_out = isinstance(exc, TimeoutError) and deadline is not None and deadline.cancel_called
+            self.fail(exc, f"timed out after {self.timeout}s" if timed_out else "failed")
         except BaseException as exc:  # KeyboardInterrupt, SystemExit: recorded, then let through
             self.exception = exc
             self._finish(TaskState.FAILED)
@@ -259,16 +413,13 @@ class Task:
         if spec.plan is not None:
             # dependencies: a fresh request scope of the same container, in the task's context
             return await run_in_context(
-                self._context,
-                self._container._call_task(spec, self._arguments(), abandon=abandon),
+                self._context, self._host.call_task(spec, self._arguments(), abandon_on_cancel=abandon)
             )
         if spec.is_async:
             return await run_in_context(self._context, self._context.run(self.func, *self.args, **self.kwargs))
-        return await anyio.to_thread.run_sync(
-            _call_in, self._context, self.func, self.args, self.kwargs,
-            abandon_on_cancel=abandon,
-            limiter=self._container._thread_limiter(),
-        )  # fmt: skip
+        return await self._host.to_thread(
+            _call_in, self._context, self.func, self.args, self.kwargs, abandon_on_cancel=abandon
+        )
 
 
 def _call_in(
@@ -277,8 +428,6 @@ def _call_in(
     result: Any = context.run(func, *args, **kwargs)
     if type(result) is types.CoroutineType:  # e.g. add_task(lambda: send()): never awaited, a silent no-op
         result.close()
-        from ._inspect import qualname
-
         raise TypeError(
             f"background task {qualname(func)} is a plain function but returned a coroutine, which would never "
             "be awaited; pass the async function itself (add_task(send, arg)) or declare it with 'async def'"
@@ -294,25 +443,27 @@ class BackgroundTasks:
     order in the README). Iterating it, or ``len()``, shows the tasks not flushed yet.
     """
 
-    __slots__ = ("_closed", "_container", "_flushed", "_owned", "_tasks", "label")
+    __slots__ = ("_closed", "_flushed", "_host", "_owned", "_tasks", "label")
 
-    def __init__(self, container: Container | None = None) -> None:
+    def __init__(self, container: TaskHost | None = None, *, label: str | None = None, owned: bool = False) -> None:
         """Make a collector.
 
         Args:
             container: whose settings (timeouts, thread limiter, error hook) the tasks use and which
                 resolves their dependencies; a private default container when ``None``.
+            label: copied to each task added here (see ``Task.label``).
+            owned: whether a scope will flush it; an owned collector garbage-collected before it was closed
+                warns about the tasks that never ran.
         """
         if container is None:
-            from ._container import Container
-
-            container = Container()
-        self._container = container
+            assert _default_host is not None  # set when the package is imported, not user input
+            container = _default_host()
+        self._host = container
         self._tasks: list[Task] = []
         self._flushed = 0
         self._closed = False
-        self._owned = False  # set by the scope that flushes it
-        self.label: str | None = None
+        self._owned = owned
+        self.label = label
         """Copied to each task added here (see ``Task.label``)."""
 
     def add_task(self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Task:
@@ -337,15 +488,12 @@ class BackgroundTasks:
                 f"cannot add {getattr(func, '__qualname__', func)!r}: the scope owning this BackgroundTasks has "
                 "already exited and flushed, so the task would never run. Add tasks while the scope is open"
             )
-        container = self._container
-        try:  # the container's cache of specs, read inline: add_task is on every request's path
-            spec = container._task_specs[func]
-        except (KeyError, TypeError):  # first use, or an unhashable callable
-            spec = container._task_spec(func)
+        container = self._host
+        spec = container.task_spec(func)
         values = None
         if not (spec.simple and not kwargs and len(args) == spec.npos):  # plain positional calls checked by counting
             values = spec.check(args, kwargs)  # raises the precise TypeError
-        checker = container._task_checker
+        checker = container.task_checker
         if checker is not None:
             checker.check_task(func, args, kwargs)
         task = Task(func, args, kwargs, spec, container, contextvars.copy_context())
@@ -380,7 +528,12 @@ class BackgroundTasks:
                 stacklevel=1,
             )
 
-    def _take(self) -> list[Task]:
+    def take(self) -> list[Task]:
+        """Take the pending tasks, in the order added, for a flush: they no longer count as pending."""
         batch = self._tasks[self._flushed :]
         self._flushed = len(self._tasks)
         return batch
+
+    def close(self) -> None:
+        """Refuse further tasks: the owner has flushed for the last time (``add_task`` then raises ScopeError)."""
+        self._closed = True

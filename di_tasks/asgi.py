@@ -14,7 +14,6 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ._container import Container
-from ._inject import body_errors
 from ._scope import Scope, current_scope
 from ._tasks import TaskState
 
@@ -104,12 +103,11 @@ class ScopeMiddleware:
             await self.app(scope, receive, send)
         except BaseException as exc:
             current_scope.reset(token)
-            body_errors.pop(request_scope, None)
             await _close(request_scope, exc)
             raise
         current_scope.reset(token)
         # an injected endpoint that raised, even if the framework answered with an error response
-        error = body_errors.pop(request_scope, None)
+        error = request_scope.body_error
         task_group = self._task_group
         if task_group is None or len(self._exiting) >= self.max_pending_exits:  # no lifespan, or backpressure
             await _close(request_scope, error)

@@ -21,7 +21,6 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Final, Literal, TypeVar, overload
 
 import anyio
-import anyio.to_thread
 from anyio.from_thread import BlockingPortal
 from celery import Celery, signals
 from celery import Task as CeleryTask
@@ -350,16 +349,12 @@ class CeleryFlusher:
                     batch.append((task, self.message(task)))
                 except Exception as exc:  # noqa: BLE001  # recorded on the task, never dropped
                     batch.append((task, exc))
-            limiter = remote[0]._container._thread_limiter()
-            outcomes = await anyio.to_thread.run_sync(self._send, batch, limiter=limiter)
+            outcomes = await remote[0].container.to_thread(self._send, batch)
             for task, outcome in zip(remote, outcomes, strict=True):
                 if outcome is None:
                     task.mark(TaskState.HANDED_OFF)
                 else:
-                    task.exception = outcome
-                    task.mark(TaskState.FAILED)
-                    logger.error("background task %s could not be sent to Celery", task.display_name, exc_info=outcome)
-                    task._container._report_task_error(task, outcome)
+                    task.fail(outcome, "could not be sent to Celery")
         if local:
             await self._fallback.flush(local)
 
@@ -398,7 +393,7 @@ def to_celery(task: Task, /, **options: Any) -> Task:
         ValueError: a bad option value.
     """
     _check_options(options, f"to_celery({task.name})")
-    flusher = task._container.flusher
+    flusher = task.container.flusher
     if isinstance(flusher, CeleryFlusher):
         flusher.check(task.func, task.args, task.kwargs)
     task.options = {**(task.options or {}), **options, "celery": True}
@@ -469,7 +464,7 @@ class CeleryWorker:
             TypeError: the arguments do not fit the function's signature.
             Exception: whatever the function (or a dependency) raised.
         """
-        spec = self.container._task_spec(func)
+        spec = self.container.task_spec(func)
         arguments = spec.check(args, kwargs)
         if spec.plan is None and not spec.is_async:
             return func(*args, **kwargs)
@@ -484,7 +479,7 @@ class CeleryWorker:
         arguments: dict[str, Any],
     ) -> Any:
         if spec.plan is not None:
-            return await self.container._call_task(spec, arguments, abandon=False)
+            return await self.container.call_task(spec, arguments)
         return await func(*args, **kwargs)
 
     def _loop(self) -> BlockingPortal:

@@ -34,7 +34,7 @@ Override = Callable[[Callable[..., Any], Callable[..., Any]], None]
 @pytest.fixture
 def di_container() -> Container:
     """A fresh container for each test (override this fixture to use your app's container)."""
-    from di_tasks import Container
+    from di_tasks import Container  # lazy: pytest loads this plugin before any test asks for a fixture
 
     return Container()
 
@@ -42,7 +42,7 @@ def di_container() -> Container:
 @pytest.fixture
 def di_captured(di_container: Container) -> Iterator[CapturedTasks]:
     """The tasks queued under ``di_container`` during the test, captured instead of run."""
-    from di_tasks.testing import capture_tasks
+    from di_tasks.testing import capture_tasks  # lazy: only the tests that ask for the fixture load the helpers
 
     with capture_tasks(di_container) as captured:
         yield captured

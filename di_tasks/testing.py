@@ -29,7 +29,7 @@ from ._flush import Flusher, TaskChecker
 from ._inspect import Kind, kind_of, qualname
 from ._markers import Depends
 from ._scope import Scope
-from ._solve import SLOT, Solver
+from ._solver import Solver
 from ._tasks import Task, TaskState
 
 __all__ = (
@@ -72,7 +72,7 @@ class CapturedTasks(Sequence[Task]):
 
     async def flush(self, tasks: Sequence[Task], /) -> None:
         """Record ``tasks`` instead of running them (the :class:`~di_tasks.Flusher` method)."""
-        overrides = dict(self.container._overrides)
+        overrides = dict(self.container.overrides)
         for task in tasks:
             task.mark(TaskState.HANDED_OFF)
             self._tasks.append(task)
@@ -216,7 +216,7 @@ def capture_tasks(target: Container | Scope) -> Generator[CapturedTasks, None, N
     else:
         raise TypeError(f"capture_tasks() takes a Container or a Scope, got {target!r}")
     previous = container.flusher
-    captured = CapturedTasks(container, container._task_checker)
+    captured = CapturedTasks(container, container.task_checker)
     if isinstance(target, Scope):
         container.flusher = _ScopeCapture(target, captured, previous)
     else:
@@ -236,7 +236,7 @@ def _reopen(task: Task) -> None:
 def _overrides(container: Container, overrides: Overrides) -> Generator[None, None, None]:
     with ExitStack() as stack:
         for target, replacement in overrides.items():
-            if container._overrides.get(target) is not replacement:
+            if container.overrides.get(target) is not replacement:
                 stack.enter_context(container.override(target, replacement))
         yield
 
@@ -447,37 +447,20 @@ def _unwrap(func: Callable[..., Any]) -> Callable[..., Any]:
     return inner
 
 
-class _CollectingSolver(Solver):
-    """A solver that records each wiring error and goes on with the next parameter instead of stopping."""
-
-    def __init__(self, overrides: Overrides) -> None:
-        super().__init__(overrides)
-        self.errors: list[DITasksError] = []
-
-    def _source(self, p: Any, info: Any, node: Any, rank: int, path: tuple[str, ...]) -> tuple[Any, ...]:
-        depth = len(self._visiting)
-        try:
-            return super()._source(p, info, node, rank, path)
-        except DITasksError as exc:
-            del self._visiting[depth:]  # the failed subtree did not get to pop what it pushed
-            self.errors.append(exc)
-            return (SLOT, -1)
-
-
 def _base_message(exc: DITasksError) -> str:
     message = str(exc)
     return message.removesuffix(f"\n  dependency path: {format_path(exc.path)}") if exc.path else message
 
 
 def _errors_of(container: Container, func: Callable[..., Any]) -> list[DITasksError]:
-    solver = _CollectingSolver(container._overrides)
-    try:
-        solver.solve(_unwrap(func), 0)
+    found: list[DITasksError] = []
+    try:  # a broken parameter is recorded and skipped; only an error about the function itself stops the walk
+        Solver(container.overrides, errors=found).solve(_unwrap(func), 0)
     except DITasksError as exc:
-        solver.errors.append(exc)
+        found.append(exc)
     errors: list[DITasksError] = []
     seen: set[tuple[type[DITasksError], str]] = set()
-    for error in solver.errors:
+    for error in found:
         key = (type(error), _base_message(error))
         if key not in seen:
             seen.add(key)

@@ -775,7 +775,7 @@ async def test_app_without_lifespan_support() -> None:
 
     with pytest.raises(RuntimeError, match="only http"):
         await middleware({"type": "lifespan"}, startup, _discard)
-    assert not container._entered
+    assert not container.app.is_open
     await middleware(http_scope(), no_receive, _discard)
     assert ran == ["task"]
 
@@ -802,7 +802,7 @@ async def test_startup_failure_closes_the_container() -> None:
 
     async def record(message: Message) -> None:
         sent.append(message)
-        assert not container._entered
+        assert not container.app.is_open
 
     await ScopeMiddleware(app, container=container)({"type": "lifespan"}, startup, record)
     assert sent == [{"type": "lifespan.startup.failed", "message": "no database"}]

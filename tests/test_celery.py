@@ -501,7 +501,7 @@ def test_options_merge_flusher_then_function_then_task() -> None:
         messages.extend(flusher.message(t) for t in (a, b, c))
         for task in (a, b, c):
             task.mark(State.HANDED_OFF)
-        background_tasks._take()
+        background_tasks.take()
 
     Container(flusher=flusher).run(main)
     a, b, c = messages

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 import anyio
 import pytest
 
-from di_tasks import BackgroundTasks, Container, Depends, DITasksError, MissingValueError, Scope, _scope
+from di_tasks import BackgroundTasks, Container, Depends, DITasksError, MissingValueError, Scope, _execute
 from di_tasks._compile import compile_plan, generate
-from di_tasks._solve import Solver
+from di_tasks._solver import Solver
 
 pytestmark = pytest.mark.anyio
 
@@ -24,7 +24,7 @@ def _clear() -> None:
 @pytest.fixture(params=["interpreted", "compiled"])
 def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test once with every plan interpreted and once with every plan compiled at its first use."""
-    monkeypatch.setattr(_scope, "COMPILE_AFTER", 10**9 if request.param == "interpreted" else 1)
+    monkeypatch.setattr(_execute, "COMPILE_AFTER", 10**9 if request.param == "interpreted" else 1)
     return str(request.param)
 
 
@@ -129,8 +129,8 @@ async def test_every_kind_of_step_gives_the_same_results(mode: str) -> None:
             assert EVENTS.count("uncached") == 2  # use_cache=False: once per use
             assert EVENTS.count("settings") == 1
             assert EVENTS[-2:] == ["threaded:teardown", "session:teardown"]  # request scope, LIFO
-        assert container._app_cache  # app-scoped value made once for the app lifetime
-    plan = container._plan(everything, 1)
+        assert container.app.cache  # app-scoped value made once for the app lifetime
+    plan = container.plan(everything, 1)
     assert (plan.run is not None) == (mode == "compiled")
 
 
@@ -259,11 +259,11 @@ async def test_a_sync_root_runs_in_a_thread_when_given_a_runner(mode: str) -> No
 
     container = Container()
     runner = functools.partial(anyio.to_thread.run_sync, limiter=anyio.CapacityLimiter(1))
-    plan = container._plan(where, 1)
+    plan = container.plan(where, 1)
     for _ in range(2):
         async with container.scope() as scope:
-            assert await _scope.execute(plan, scope, ("t:",), scope.values, runner) == "t:False"
-            assert await _scope.execute(plan, scope, ("n:",), scope.values) == "n:True"
+            assert await _execute.execute(plan, scope, ("t:",), scope.values, runner) == "t:False"
+            assert await _execute.execute(plan, scope, ("n:",), scope.values) == "n:True"
 
 
 async def test_positional_arguments_the_plan_was_not_solved_for_are_prepended(mode: str) -> None:
@@ -273,11 +273,11 @@ async def test_positional_arguments_the_plan_was_not_solved_for_are_prepended(mo
         return sum(nums)
 
     container = Container()
-    plan = container._plan(root, 0)
+    plan = container.plan(root, 0)
     async with container.scope() as scope:
-        assert await _scope.execute(plan, scope, (), scope.values) == 0
-        assert await _scope.execute(plan, scope, (), scope.values) == 0
-        assert await _scope.execute(plan, scope, (5, 6), scope.values) == 11
+        assert await _execute.execute(plan, scope, (), scope.values) == 0
+        assert await _execute.execute(plan, scope, (), scope.values) == 0
+        assert await _execute.execute(plan, scope, (5, 6), scope.values) == 11
 
 
 def test_generated_source_is_straight_line_and_commented() -> None:
@@ -319,7 +319,7 @@ async def test_tracebacks_show_the_generated_lines() -> None:
         return user
 
     container = Container()
-    plan = container._plan(needs, 0)
+    plan = container.plan(needs, 0)
     run = compile_plan(plan)
     async with container.scope() as scope:
         with pytest.raises(MissingValueError, match="no value for parameter") as info:
@@ -358,7 +358,7 @@ async def test_a_scope_made_for_one_call_skips_the_request_cache(mode: str) -> N
         EVENTS.clear()
         assert await container.call(diamond_root) == 3
         assert EVENTS == ["settings"]
-    plan = container._plan(diamond_root, 0)
+    plan = container.plan(diamond_root, 0)
     assert (plan.run_fresh is not None) == (mode == "compiled")
     assert plan.run is None  # the cached form is made only when a shared scope runs the plan
 
@@ -370,7 +370,7 @@ async def test_a_plan_handed_the_scope_keeps_the_request_cache(mode: str) -> Non
         EVENTS.clear()
         assert await container.call(scope_user) == 3
         assert EVENTS == ["settings"]  # right_of, called through the scope, reused the cached settings
-    plan = container._plan(scope_user, 0)
+    plan = container.plan(scope_user, 0)
     assert not plan.fresh_ok
     assert plan.run_fresh is None
 
@@ -447,13 +447,13 @@ async def test_a_pure_plan_runs_without_a_scope_of_its_own() -> None:
         EVENTS.clear()
         assert await container.call(diamond_root) == 3
         assert EVENTS == ["settings"]
-    assert container._plan(diamond_root, 0).pure
+    assert container.plan(diamond_root, 0).pure
     for _ in range(3):
         with pytest.raises(MissingValueError, match="'token'"):
             await container.call(value_root)
     assert container._bare_scope.types == {}
-    assert not container._plan(uses_uncached_app, 0).pure  # a generator needs a scope to tear it down
-    assert not container._plan(scope_user, 0).pure
+    assert not container.plan(uses_uncached_app, 0).pure  # a generator needs a scope to tear it down
+    assert not container.plan(scope_user, 0).pure
 
 
 async def test_plans_compiled_under_an_override_leave_linecache_with_it() -> None:
@@ -464,7 +464,7 @@ async def test_plans_compiled_under_an_override_leave_linecache_with_it() -> Non
     with container.override(counted_settings, lambda: 5):
         for _ in range(3):
             assert await container.call(diamond_root) == 11
-        plan = container._plan(diamond_root, 0)
+        plan = container.plan(diamond_root, 0)
         assert plan.filenames
         assert all(name in linecache.cache for name in plan.filenames)
     assert not any(name in linecache.cache for name in plan.filenames)

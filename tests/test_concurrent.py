@@ -301,7 +301,7 @@ async def test_plans_with_fewer_than_two_waiting_steps_run_as_usual() -> None:
         return a + b
 
     container = concurrent()
-    assert not worth_it(container._plan(root, 0))
+    assert not worth_it(container.plan(root, 0))
     assert await container.call(root) == 3
 
 

@@ -251,7 +251,7 @@ async def test_overrides_exiting_out_of_order_leave_nothing_behind() -> None:
     first.__exit__(None, None, None)
     assert await container.call(service, user_id=1) == "real:users:1"
     second.__exit__(None, None, None)
-    assert container._overrides == {}
+    assert container.overrides == {}
     assert set(container._plan_caches) == {()}
 
 
@@ -545,7 +545,7 @@ async def test_app_scoped_sync_dependencies_are_checked_for_coroutines() -> None
     async with Container() as container:
         with pytest.raises(Exception, match="returned a coroutine; declare it with 'async def'"):
             await container.call(root)
-        assert container._app_cache == {}
+        assert container.app.cache == {}
 
 
 async def test_solve_sees_through_an_injected_wrapper() -> None:
@@ -594,3 +594,74 @@ async def test_app_values_built_under_an_override_stay_apart() -> None:
         with container.override(real_settings, lambda: "OTHER"):
             assert await container.call(app_endpoint) == "service(OTHER)"
         assert await container.call(app_endpoint) == "service(real)"
+
+
+async def test_to_thread_runs_blocking_code_under_the_task_limiter() -> None:
+    """Container.to_thread runs a sync callable in a worker thread, at most task_threads at once."""
+    import threading
+
+    container = Container(task_threads=1)
+    loop_thread = threading.get_ident()
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def blocking(n: int) -> tuple[int, bool]:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        anyio.from_thread.run_sync(lambda: None)  # a worker thread of the loop, as AnyIO's own
+        with lock:
+            running -= 1
+        return n, threading.get_ident() != loop_thread
+
+    results: list[tuple[int, bool]] = []
+
+    async def one(n: int) -> None:
+        results.append(await container.to_thread(blocking, n))
+
+    async with anyio.create_task_group() as tg:
+        for n in range(3):
+            tg.start_soon(one, n)
+    assert sorted(results) == [(0, True), (1, True), (2, True)]
+    assert most == 1
+
+
+async def test_call_task_runs_a_task_function_with_its_dependencies() -> None:
+    """task_spec + call_task run a task function as a worker would: checked arguments, its own scope."""
+    torn_down: list[str] = []
+
+    def session() -> Iterator[str]:
+        yield "session"
+        torn_down.append("session")
+
+    def report(day: str, db: Annotated[str, Depends(session)]) -> str:
+        return f"{day} with {db}"
+
+    container = Container(values={"region": "eu"})
+    spec = container.task_spec(report)
+    assert container.task_spec(report) is spec  # cached
+    assert await container.call_task(spec, spec.check(("monday",), {})) == "monday with session"
+    assert torn_down == ["session"]
+    with pytest.raises(TypeError, match=r"add_task\(.*report, \.\.\.\): missing a required argument: 'day'"):
+        spec.check((), {})
+
+
+def test_the_containers_settings_are_readable() -> None:
+    """values, overrides and task_checker are public and read-only views."""
+    container = Container(values={"region": "eu"})
+
+    def original() -> int:
+        return 1
+
+    def replacement() -> int:
+        return 2
+
+    assert dict(container.values) == {"region": "eu"}
+    assert container.task_checker is None
+    with container.override(original, replacement):
+        assert dict(container.overrides) == {original: replacement}
+        with pytest.raises(TypeError, match="does not support item assignment"):
+            container.overrides[original] = original  # type: ignore[index]  # the view is read-only on purpose
+    assert dict(container.overrides) == {}

@@ -110,7 +110,7 @@ def test_overrides_stack_and_are_undone_at_teardown(project: pytest.Pytester) ->
             assert "db: second" in di_container.solve(endpoint).render()
 
         def test_nothing_left_after(di_container):
-            assert di_container._overrides == {}
+            assert di_container.overrides == {}
             assert di_container.flusher.__class__.__name__ == "InProcessFlusher"
         """
     )

@@ -437,3 +437,38 @@ async def test_a_task_raising_its_own_timeout_error_is_a_plain_failure(caplog: p
     messages = [r.getMessage() for r in caplog.records]
     assert any("own_timeout failed" in m for m in messages)
     assert not any("timed out after" in m for m in messages)
+
+
+async def test_fail_records_logs_and_reports_a_failure(caplog: pytest.LogCaptureFixture) -> None:
+    """Task.fail marks the task failed, logs it with the reason and traceback, and calls on_task_error."""
+    reported: list[tuple[str, str]] = []
+    container = Container(on_task_error=lambda task, exc: reported.append((task.name, str(exc))))
+
+    def send(to: str) -> None: ...
+
+    async with container.scope() as scope:
+        task = scope.tasks.add_task(send, "a@example.com")
+        scope.tasks.take()  # a runner of one's own took it: the scope will not run it
+        with caplog.at_level(logging.ERROR, logger="di_tasks"):
+            task.fail(ConnectionError("broker down"), "could not be sent")
+    assert task.state is TaskState.FAILED
+    assert isinstance(task.exception, ConnectionError)
+    assert task.container is container
+    assert reported == [(task.name, "broker down")]
+    record = next(r for r in caplog.records if "could not be sent" in r.getMessage())
+    assert record.getMessage().endswith(f"{task.name} could not be sent")
+    assert record.exc_info is not None
+
+
+async def test_a_closed_collector_refuses_tasks() -> None:
+    """BackgroundTasks.close() makes add_task raise ScopeError naming the function."""
+    tasks = BackgroundTasks(Container(), label="GET /")
+
+    def job() -> None: ...
+
+    tasks.add_task(job)
+    assert [t.label for t in tasks.take()] == ["GET /"]
+    assert len(tasks) == 0
+    tasks.close()
+    with pytest.raises(ScopeError, match=r"cannot add .*job.* already exited"):
+        tasks.add_task(job)

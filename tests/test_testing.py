@@ -327,7 +327,7 @@ async def test_call_applies_overrides_for_the_call_only() -> None:
     assert (await call(get_name, container=container)).result == "real"
     await call(greet, container=container, overrides={get_name: fake_name})
     assert LOG == ["hello fake"]
-    assert container._overrides == {}
+    assert container.overrides == {}
     await container.call(greet)
     assert LOG == ["hello fake", "hello real"]
 

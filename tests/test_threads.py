@@ -165,7 +165,7 @@ def test_threads_alone_share_the_app_lifetime() -> None:
         t.join(JOIN_TIMEOUT)
     assert not any(t.is_alive() for t in threads)
     assert errors == []
-    assert not container._entered
+    assert not container.app.is_open
     assert counters.counts["pool"] == counters.counts["pool closed"] >= 1
     assert len(counters.task_runs) == THREADS * RUNS * 2
 
@@ -286,4 +286,4 @@ def test_app_async_generators_are_not_shared_across_event_loops(first: str) -> N
     finally:
         release.set()
         holder.join(JOIN_TIMEOUT)
-    assert not container._entered
+    assert not container.app.is_open
