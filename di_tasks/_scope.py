@@ -173,37 +173,52 @@ class Scope:
 
     async def _exit(self, exc: BaseException | None) -> BaseException | None:
         """The exit order, step for step as the README lists it; returns the error to raise afterwards."""
+        escaped: list[BaseException] = []  # what a task or the flusher let through (KeyboardInterrupt, SystemExit)
         # 1. the body has returned, or raised ``exc`` (for ASGI: the response has been sent).
         # 2. call-scoped dependencies were torn down when the call returned (``_run.end_call``).
         # 3. the tasks are flushed, so a task may still use request-scoped resources (a DB session).
-        await self._flush(exc)
+        await self._flush(exc, escaped)
         # 4. request-scoped dependencies are torn down, last-in first-out.
         error = await unwind(self.exit_stack, exc) if self.exit_stack else exc
         # 5. tasks added during teardown are flushed too (and after this, adding one is an error).
-        await self._flush(exc)
+        await self._flush(exc, escaped)
         if self._collector is not None:
             self._collector.close()
-        return error
+        # what escaped the flush propagates now that every task was run or logged and every teardown ran
+        return escaped[0] if escaped else error
 
-    async def _flush(self, exc: BaseException | None) -> None:
+    async def _flush(self, exc: BaseException | None, escaped: list[BaseException]) -> None:
         """Hand the pending tasks to the container's flusher, batch after batch (a task may add more), or, when
-        the body raised, skip and log them unless the container runs tasks on error."""
+        the body raised (or something escaped an earlier batch), skip and log them unless the container runs
+        tasks on error. What escapes the flusher is kept in ``escaped``, and the batch's tasks it did not get to
+        are logged by name."""
         collector = self._collector
         if collector is None:
             return
         while len(collector):
             batch = collector.take()
-            if exc is not None and not self.container.run_tasks_on_error:
-                for task in batch:
-                    task.mark(TaskState.SKIPPED)
-                logger.warning(
-                    "%d background task(s) not run because the scope's body raised %s: %s",
-                    len(batch),
-                    type(exc).__name__,
-                    ", ".join(t.display_name for t in batch),
-                )
+            if escaped:
+                self._skip(batch, f"background task(s) not run because {type(escaped[0]).__name__} stopped the flush")
+            elif exc is not None and not self.container.run_tasks_on_error:
+                self._skip(batch, f"background task(s) not run because the scope's body raised {type(exc).__name__}")
             else:
-                await self.container.flusher.flush(batch)
+                try:
+                    await self.container.flusher.flush(batch)
+                except anyio.get_cancelled_exc_class():
+                    raise
+                except BaseException as stopped:  # noqa: BLE001  # propagates after the rest of the exit
+                    escaped.append(stopped)
+                    left = [task for task in batch if task.state is TaskState.PENDING]
+                    self._skip(left, f"background task(s) not run because {type(stopped).__name__} stopped the flush")
+
+    @staticmethod
+    def _skip(tasks: list[Task], why: str) -> None:
+        """Mark tasks skipped and log them by name (nothing is dropped silently)."""
+        if not tasks:
+            return
+        for task in tasks:
+            task.mark(TaskState.SKIPPED)
+        logger.warning("%d %s: %s", len(tasks), why, ", ".join(t.display_name for t in tasks))
 
     async def _abandon(self, cancelled: BaseException) -> None:
         """Cancelled from outside while exiting (e.g. a server's shutdown timeout): still release request-scoped

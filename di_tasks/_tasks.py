@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import enum
 import inspect
@@ -12,6 +13,7 @@ from collections.abc import Callable, Coroutine, Generator, Iterator, Mapping
 from typing import Any, Final, ParamSpec, Protocol, TypeVar, cast
 
 import anyio
+import anyio.lowlevel
 
 from ._errors import ScopeError, WiringError
 from ._flush import Flusher, TaskChecker
@@ -385,6 +387,9 @@ class Task:
                 with anyio.fail_after(self.timeout) as deadline:
                     self.result = await self._invoke(abandon=True)
         except anyio.get_cancelled_exc_class() as cancelled:
+            if not await cancelled_from_outside():  # a cancellation error the task raised itself: its own failure
+                self.fail(cancelled, "failed")
+                return
             self.exception = cancelled  # tells a task interrupted while running from one never started
             self._finish(TaskState.CANCELLED)
             logger.warning("background task %s was cancelled", self.display_name)
@@ -392,9 +397,8 @@ class Task:
         except Exception as exc:  # noqa: BLE001  # the task's own failure: recorded, logged and reported by fail()
             timed_out = isinstance(exc, TimeoutError) and deadline is not None and deadline.cancel_called
             self.fail(exc, f"timed out after {self.timeout}s" if timed_out else "failed")
-        except BaseException as exc:  # KeyboardInterrupt, SystemExit: recorded, then let through
-            self.exception = exc
-            self._finish(TaskState.FAILED)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: the task fails, then it is let through
+            self.fail(exc, f"raised {type(exc).__name__}, which stops the flush")
             raise
         else:
             self._finish(_SUCCEEDED)
@@ -420,6 +424,24 @@ class Task:
         return await self._host.to_thread(
             _call_in, self._context, self.func, self.args, self.kwargs, abandon_on_cancel=abandon
         )
+
+
+async def cancelled_from_outside() -> bool:
+    """Whether the running task is being cancelled from outside (a cancel scope around it, a shutdown, a deadline),
+    as opposed to a cancellation error some awaited thing raised on its own (a future another task cancelled).
+
+    On asyncio a cancellation of the task itself is counted by ``Task.cancelling()``; on both backends a cancelled
+    enclosing cancel scope makes the next checkpoint raise.
+    """
+    if anyio.get_cancelled_exc_class() is asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            return True
+    try:
+        await anyio.lowlevel.checkpoint_if_cancelled()
+    except anyio.get_cancelled_exc_class():
+        return True
+    return False
 
 
 def _call_in(
