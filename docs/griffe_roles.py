@@ -1,9 +1,10 @@
-"""A griffe extension for the Reference pages: Sphinx roles in di_tasks' docstrings become Markdown.
+"""A griffe extension for the Reference pages: the reStructuredText habits of di_tasks' docstrings become Markdown.
 
-The docstrings use Sphinx cross-reference roles (``:class:`~di_tasks.Task```), which Markdown would show
-literally. A role whose target is a full ``di_tasks...`` path becomes a link to that object's entry; any other
-role (a name relative to its module, a standard-library module) becomes inline code, since guessing its target
-could point a link at the wrong object.
+The docstrings use Sphinx cross-reference roles (``:class:`~di_tasks.Task```) and end a line with ``::`` before an
+indented example, which Markdown would both show literally. The ``::`` becomes ``:`` (the indented block is already
+a code block in Markdown). A role whose target is a full ``di_tasks...`` path becomes a link to that object's entry;
+any other role (a name relative to its module, a standard-library module) becomes inline code, since guessing its
+target could point a link at the wrong object.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import griffe
 
 ROLE = re.compile(r":(?:class|func|meth|attr|exc|data|mod|obj):`(~?)([\w.]+)`")
+LITERAL_BLOCK = re.compile(r"(?<=\S)::$", flags=re.MULTILINE)
 
 
 def to_markdown(match: re.Match[str]) -> str:
@@ -26,9 +28,9 @@ def to_markdown(match: re.Match[str]) -> str:
 
 
 class SphinxRoles(griffe.Extension):
-    """Rewrite the Sphinx roles of every docstring griffe loads."""
+    """Rewrite the roles and literal-block markers of every docstring griffe loads."""
 
     def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         """Rewrite ``obj``'s docstring in place, if it has one."""
         if obj.docstring is not None:
-            obj.docstring.value = ROLE.sub(to_markdown, obj.docstring.value)
+            obj.docstring.value = LITERAL_BLOCK.sub(":", ROLE.sub(to_markdown, obj.docstring.value))
