@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -125,7 +125,7 @@ class Worker:
 
 
 @contextmanager
-def start_worker(redis_url: str, log: Path, queue: str, *pool: str) -> Iterator[Worker]:
+def start_worker(redis_url: str, log: Path, queue: str, *pool: str) -> Generator[Worker]:
     """Run ``celery worker`` with the given pool options, reading ``queue``, until the block ends.
 
     It is up once it answered a probe task (bounded by ``WAIT``); at the end it gets a warm shutdown (the
