@@ -137,9 +137,9 @@ class CapturedTasks(Sequence[Task]):
         """Run every captured task not run yet, one at a time in the order added, and raise their failures.
 
         Each task runs as the container would have run it when it was captured: under the overrides active
-        then, in (a copy of) the context it was added in (the context variables set before ``add_task``), with the
-        container's app lifetime open (entered here if it is not). Tasks added while these run (by tasks that have
-        dependencies) are captured and run too, in the same call.
+        then, in the context it was added in (the copy ``add_task`` made, holding the context variables set before
+        it), with the container's app lifetime open (entered here if it is not). Tasks added while these run (by
+        tasks that have dependencies) are captured and run too, in the same call.
 
         Raises:
             BackgroundTaskError: one or more tasks failed; every task still ran.

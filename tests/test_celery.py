@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -774,6 +775,35 @@ def test_worker_checks_arguments_against_the_signature(local_worker: Any) -> Non
         local_worker.apply(args=["celery_app:add", [1], {}], kwargs={"max_retries": 0}).get()
     with pytest.raises(TypeError, match=r"\(args=\[\], kwargs=\{'key': 'k', 'label': 'l', 'db': 1\}\): got an "):
         local_worker.apply(args=["celery_app:record", [], {"key": "k", "label": "l", "db": 1}]).get()
+    with pytest.raises(TypeError, match=r"\(args=\[1\], kwargs=\{\}\): missing a required argument: 'b'"):
+        celery_app.worker.call(add, (1,), {})
+
+
+class SoftLimitError(Exception):
+    """What the signal handler raises, as Celery's soft time limit raises ``SoftTimeLimitExceeded``."""
+
+
+@pytest.mark.parametrize("which", ["worker", "trio_worker"], ids=["asyncio", "trio"])
+def test_call_interrupted_while_it_waits_stops_the_task_first(redis_url: str, db: redis.Redis, which: str) -> None:
+    """``CeleryWorker.call`` interrupted by a signal while it waits cancels the task on the loop, and raises
+    only once the task has stopped (what Celery's soft time limit needs); in this process, no broker."""
+    worker = getattr(celery_app, which)
+    key = uuid.uuid4().hex
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise SoftLimitError("soft limit")
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    try:
+        with pytest.raises(SoftLimitError, match="soft limit"):
+            worker.call(charge, (key, 10.0), {})
+        # recorded by the cancelled task before call() raised: nothing is left running
+        assert [json.loads(raw)["label"] for raw in db.lrange(key, 0, -1)] == ["cancelled"]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        worker.close()
 
 
 @pytest.mark.parametrize(
