@@ -345,9 +345,28 @@ class Task:
         if self._done is not None:
             self._done.set()
 
+    @property
+    def context(self) -> contextvars.Context:
+        """The context the task runs in: a copy of the one it was added in (an empty one once it has finished or
+        was handed off, so a finished task keeps no request alive). A runner that hands a task off and runs it
+        later reads it first and gives it back to :meth:`reopen`."""
+        return self._context
+
     def mark(self, state: TaskState) -> None:
         """Record an outcome decided elsewhere (a runner that skips, cancels or hands tasks off)."""
         self._finish(state)
+
+    def reopen(self, context: contextvars.Context) -> None:
+        """Make a handed-off task pending again, to run in ``context`` (what :attr:`context` was when it was handed
+        off), so that :meth:`run` runs it: for runners that keep tasks and run them later (``di_tasks.testing``).
+
+        Raises:
+            ScopeError: the task is not ``HANDED_OFF``.
+        """
+        if self.state is not TaskState.HANDED_OFF:
+            raise ScopeError(f"task {self.name} cannot be reopened: it is {self.state.value}, not handed off")
+        self._context = context
+        self.state = _PENDING
 
     def fail(self, exc: BaseException, reason: str = "failed") -> None:
         """Record a failure decided here or by a runner: the task is ``FAILED`` with ``exc``, the failure is

@@ -460,27 +460,65 @@ class CeleryWorker:
     def call(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run one task function here, resolving its dependencies in a fresh request scope; returns its result.
 
+        An async function, or one with dependencies, runs on the worker's event loop while this thread waits. If
+        this thread is interrupted while it waits (Celery's ``soft_time_limit`` raises ``SoftTimeLimitExceeded``
+        here), the task on the loop is cancelled and has stopped before the interruption propagates.
+
         Raises:
-            TypeError: the arguments do not fit the function's signature.
+            TypeError: the arguments do not fit the function's signature (a message sent for another version
+                of the function).
             Exception: whatever the function (or a dependency) raised.
         """
+        return self._call(func, args, kwargs, self._check(func, args, kwargs))
+
+    def _check(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The arguments by name, or ``TypeError`` in the worker's words (``TaskSpec.check`` speaks of add_task)."""
         spec = self.container.task_spec(func)
-        arguments = spec.check(args, kwargs)
+        if spec.signature is None:
+            return spec.check(args, kwargs)
+        try:
+            return dict(spec.signature.bind(*args, **kwargs).arguments)
+        except TypeError as exc:
+            raise TypeError(
+                f"this worker's {spec.name}{spec.signature} does not accept the message's arguments "
+                f"(args={list(args)!r}, kwargs={kwargs!r}): {exc}. The message was sent for another version of "
+                "the function: deploy web processes and workers together, or give a new parameter a default. "
+                "Not retried: the arguments will not fit next time either"
+            ) from None
+
+    def _call(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], arguments: dict[str, Any]
+    ) -> Any:
+        spec = self.container.task_spec(func)
         if spec.plan is None and not spec.is_async:
-            return func(*args, **kwargs)
-        return self._loop().call(self._run, spec, func, args, kwargs, arguments)
+            return func(*args, **kwargs)  # in this thread, where Celery's time limits interrupt it
+        stopped = threading.Event()
+        future = self._loop().start_task_soon(self._run, stopped, spec, func, args, kwargs, arguments)
+        try:
+            return future.result()
+        except BaseException:
+            # This thread was interrupted while it waited: Celery's soft time limit raises SoftTimeLimitExceeded
+            # here from a signal handler. Cancelling the future cancels the task on the loop; wait until it has
+            # stopped, so an attempt reported as failed (and retried) never goes on running beside its retry.
+            if future.cancel():
+                stopped.wait()
+            raise
 
     async def _run(
         self,
+        stopped: threading.Event,
         spec: Any,
         func: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         arguments: dict[str, Any],
     ) -> Any:
-        if spec.plan is not None:
-            return await self.container.call_task(spec, arguments)
-        return await func(*args, **kwargs)
+        try:
+            if spec.plan is not None:
+                return await self.container.call_task(spec, arguments)
+            return await func(*args, **kwargs)
+        finally:
+            stopped.set()
 
     def _loop(self) -> BlockingPortal:
         with self._lock:
@@ -573,9 +611,11 @@ def register_worker(
         max_retries: int = 0,
         retry_delay: float | None = None,
     ) -> Any:
-        func = worker.resolve(ref)  # outside the retry: a refused or missing function never gets better
+        # outside the retry: a refused or missing function, or arguments that do not fit it, never get better
+        func = worker.resolve(ref)
+        arguments = worker._check(func, tuple(args), kwargs)
         try:
-            return worker.call(func, tuple(args), kwargs)
+            return worker._call(func, tuple(args), kwargs, arguments)
         except Exception as exc:
             if max_retries > 0:
                 raise self.retry(exc=exc, countdown=retry_delay, max_retries=max_retries) from exc

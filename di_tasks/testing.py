@@ -13,6 +13,7 @@ Typical use::
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import weakref
@@ -31,6 +32,15 @@ from ._markers import Depends
 from ._scope import Scope
 from ._solver import Solver
 from ._tasks import Task, TaskState
+
+_library: contextvars.ContextVar[str | None] | None
+_current_library: Callable[[], str] | None
+try:  # installed with trio, which needs it; without it no context names an event loop library
+    from sniffio import current_async_library, current_async_library_cvar
+except ImportError:  # pragma: no cover  # the test extra installs trio
+    _library = _current_library = None
+else:
+    _library, _current_library = current_async_library_cvar, current_async_library
 
 __all__ = (
     "CallResult",
@@ -67,6 +77,9 @@ class CapturedTasks(Sequence[Task]):
         self._checker = checker
         self._tasks: list[Task] = []
         self._overrides: list[dict[Any, Callable[..., Any]]] = []  # the overrides active when each was captured
+        # The context each task was added in: marking a task handed off drops it (only a finished task should), and
+        # the task must run in it later, as in production, never in a context shared with other tasks or threads.
+        self._contexts: list[contextvars.Context] = []
 
     # -- Flusher and TaskChecker ---------------------------------------------------------------------------
 
@@ -74,9 +87,11 @@ class CapturedTasks(Sequence[Task]):
         """Record ``tasks`` instead of running them (the :class:`~di_tasks.Flusher` method)."""
         overrides = dict(self.container.overrides)
         for task in tasks:
+            context = task.context
             task.mark(TaskState.HANDED_OFF)
             self._tasks.append(task)
             self._overrides.append(overrides)
+            self._contexts.append(context)
 
     def check_task(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], /) -> None:
         """Apply the replaced flusher's add-time check, so a test fails where production would."""
@@ -114,6 +129,7 @@ class CapturedTasks(Sequence[Task]):
         """Forget every captured task (run or not)."""
         self._tasks.clear()
         self._overrides.clear()
+        self._contexts.clear()
 
     # -- running on demand ---------------------------------------------------------------------------------
 
@@ -121,8 +137,9 @@ class CapturedTasks(Sequence[Task]):
         """Run every captured task not run yet, one at a time in the order added, and raise their failures.
 
         Each task runs as the container would have run it when it was captured: under the overrides active
-        then, with the container's app lifetime open (entered here if it is not). Tasks added while these run
-        (by tasks that have dependencies) are captured and run too, in the same call.
+        then, in the context it was added in (the copy ``add_task`` made, holding the context variables set before
+        it), with the container's app lifetime open (entered here if it is not). Tasks added while these run (by
+        tasks that have dependencies) are captured and run too, in the same call.
 
         Raises:
             BackgroundTaskError: one or more tasks failed; every task still ran.
@@ -135,10 +152,10 @@ class CapturedTasks(Sequence[Task]):
             async with container:
                 index = 0
                 while index < len(self._tasks):
-                    task, overrides = self._tasks[index], self._overrides[index]
+                    task, overrides, context = self._tasks[index], self._overrides[index], self._contexts[index]
                     index += 1
                     if task.state is TaskState.HANDED_OFF:
-                        _reopen(task)
+                        _reopen(task, context)
                         ran.append(task)
                         with _overrides(container, overrides):
                             await task.run()
@@ -227,9 +244,13 @@ def capture_tasks(target: Container | Scope) -> Generator[CapturedTasks, None, N
         container.flusher = previous
 
 
-def _reopen(task: Task) -> None:
-    """Take a captured task back from the capture, so ``Task.run`` runs it."""
-    task.state = TaskState.PENDING
+def _reopen(task: Task, context: contextvars.Context) -> None:
+    """Take a captured task back from the capture, so ``Task.run`` runs it in the context it was added in."""
+    if _library is not None and _current_library is not None:
+        # anyio.run names its backend in the context (sniffio's variable), so a context copied under trio says
+        # "trio"; a test may run the task on another backend (captured under trio, run_sync() on asyncio)
+        context.run(_library.set, _current_library())
+    task.reopen(context)
 
 
 @contextmanager

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
+import anyio
 import redis
 from celery import Celery
 
@@ -48,6 +50,8 @@ configure(os.environ.get(URL_VARIABLE, "redis://127.0.0.1:6379/15"))
 
 worker_container = Container()
 worker = register_worker(app, worker_container, modules=("celery_app",))
+TRIO_TASK_NAME = "di_tasks.run_on_trio"
+trio_worker = register_worker(app, Container(), modules=("celery_app",), name=TRIO_TASK_NAME, backend="trio")
 
 
 class Database:
@@ -121,6 +125,26 @@ def flaky(key: str, failures: int, db: Database = Depends(get_db)) -> int:
     if attempt <= failures:
         raise RuntimeError(f"attempt {attempt} fails")
     db.record(key, label="flaky", attempt=attempt)
+    return attempt
+
+
+async def charge(key: str, seconds: float, db: Database = Depends(get_db)) -> int:
+    """Charge a card after ``seconds`` on the first attempt (at once on later ones); record a cancelled attempt."""
+    attempt = int(db.client.incr(f"{key}:attempts"))
+    try:
+        await anyio.sleep(seconds if attempt == 1 else 0)
+    except anyio.get_cancelled_exc_class():
+        db.record(key, label="cancelled", attempt=attempt)
+        raise
+    db.record(key, label="CARD CHARGED", attempt=attempt)
+    return attempt
+
+
+def sync_charge(key: str, seconds: float, db: Database = Depends(get_db)) -> int:
+    """The sync form of :func:`charge`: its body runs in a thread of the worker's event loop."""
+    attempt = int(db.client.incr(f"{key}:attempts"))
+    time.sleep(seconds if attempt == 1 else 0)
+    db.record(key, label="CARD CHARGED", attempt=attempt)
     return attempt
 
 

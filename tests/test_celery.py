@@ -1,7 +1,8 @@
 """di_tasks.celery: the flusher that sends tasks to Celery and the worker that runs them.
 
-The integration tests start their own redis-server (a free port on 127.0.0.1, no persistence) and a real
-Celery worker process (solo pool) that imports ``tests/celery_app.py``.
+The integration tests start their own redis-server (a free port on 127.0.0.1, no persistence) and real
+Celery worker processes that import ``tests/celery_app.py``: one with the solo pool, and one with the prefork
+pool (two child processes) for what only the prefork pool does (time limits).
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,8 +29,9 @@ import httpx
 import pytest
 import redis
 from celery import Celery
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.exceptions import TimeoutError as CeleryTimeout
-from celery_app import DB, Jobs, add, aplain, arecord, flaky, parked, plain, record, url_options
+from celery_app import DB, Jobs, add, aplain, arecord, charge, flaky, parked, plain, record, url_options
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -110,16 +114,24 @@ class Worker:
     def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
         self.proc = proc
         self.log = log
+        self.pids: set[int] = set()  # the processes that ran the start-up probe
+
+    def received(self, task_id: str) -> int:
+        """How many times the worker logged receiving a message of ``task_id`` (a retry is received again)."""
+        return sum(1 for line in self.log.read_text(errors="replace").splitlines() if f"[{task_id}] received" in line)
 
     def tail(self) -> str:
         """The end of the worker's log, for failure messages."""
         return self.log.read_text(errors="replace")[-4000:]
 
 
-@pytest.fixture(scope="session")
-def worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    """A real Celery worker process (solo pool) importing tests/celery_app.py; killed at teardown."""
-    log = tmp_path_factory.mktemp("celery") / "worker.log"
+@contextmanager
+def start_worker(redis_url: str, log: Path, queue: str, *pool: str) -> Generator[Worker]:
+    """Run ``celery worker`` with the given pool options, reading ``queue``, until the block ends.
+
+    It is up once it answered a probe task (bounded by ``WAIT``); at the end it gets a warm shutdown (the
+    worker's shutdown signal closes di_tasks' event loops), then a kill if that takes over 15 s.
+    """
     env = {
         **os.environ,
         celery_app.URL_VARIABLE: redis_url,
@@ -129,9 +141,9 @@ def worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--pool=solo", "--loglevel=INFO",
-                "--without-heartbeat", "--without-gossip", "--without-mingle", "-Q", celery_app.QUEUE,
-                "-n", f"di_tasks_tests_{os.getpid()}@localhost",
+                sys.executable, "-m", "celery", "-A", "celery_app", "worker", *pool, "--loglevel=INFO",
+                "--without-heartbeat", "--without-gossip", "--without-mingle", "-Q", queue,
+                "-n", f"{queue}_{os.getpid()}@localhost",
             ],
             cwd=TESTS,
             env=env,
@@ -141,23 +153,43 @@ def worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         )  # fmt: skip
     running = Worker(proc, log)
     try:
-        probe = celery_app.app.send_task(TASK_NAME, args=["celery_app:pid", [], {}], queue=celery_app.QUEUE)
+        probe = celery_app.app.send_task(TASK_NAME, args=["celery_app:pid", [], {}], queue=queue)
         deadline = time.monotonic() + WAIT
         while True:
             try:
-                assert probe.get(timeout=1) == proc.pid
+                running.pids.add(probe.get(timeout=1))
                 break
             except CeleryTimeout:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"the Celery worker did not start:\n{running.tail()}")
         yield running
     finally:
-        proc.terminate()  # a warm shutdown: the worker's shutdown signal closes di_tasks' event loop
+        proc.terminate()
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """A real Celery worker process (solo pool) importing tests/celery_app.py; stopped at teardown."""
+    log = tmp_path_factory.mktemp("celery") / "worker.log"
+    with start_worker(redis_url, log, celery_app.QUEUE, "--pool=solo") as running:
+        assert running.pids == {running.proc.pid}  # the solo pool runs tasks in the worker process itself
+        yield running
+
+
+PREFORK_QUEUE = "di_tasks_tests_prefork"
+
+
+@pytest.fixture(scope="session")
+def prefork_worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """A real Celery worker with the prefork pool (two child processes) reading its own queue."""
+    log = tmp_path_factory.mktemp("celery") / "prefork.log"
+    with start_worker(redis_url, log, PREFORK_QUEUE, "--pool=prefork", "--concurrency=2") as running:
+        yield running
 
 
 def collect(client: redis.Redis, key: str, count: int, worker: Worker) -> list[dict[str, Any]]:
@@ -317,6 +349,93 @@ def test_mixed_mode_sends_marked_functions_and_runs_the_rest_here(worker: Worker
     (remote,) = collect(db, key, 1, worker)
     assert remote["label"] == "remote"
     assert remote["pid"] != os.getpid()
+
+
+# -- the prefork pool: time limits and messages that no longer fit -----------------------------------------
+
+BACKENDS = pytest.mark.parametrize("name", [TASK_NAME, celery_app.TRIO_TASK_NAME], ids=["asyncio", "trio"])
+
+
+@BACKENDS
+def test_an_async_task_past_its_soft_time_limit_is_cancelled_before_its_retry(
+    prefork_worker: Worker, db: redis.Redis, name: str
+) -> None:
+    """An async task with a dependency that passes ``soft_time_limit`` is cancelled on the worker's loop before
+    it is reported and retried: the first attempt never charges the card, only the retry does."""
+    key, task_id = uuid.uuid4().hex, uuid.uuid4().hex
+    container = Container(flusher=CeleryFlusher(celery_app.app, name=name))
+
+    async def checkout(background_tasks: BackgroundTasks) -> None:
+        task = background_tasks.add_task(charge, key, 10.0)  # the first attempt would charge after 10 s
+        to_celery(task, queue=PREFORK_QUEUE, soft_time_limit=1, max_retries=1, retry_delay=0, task_id=task_id)
+
+    container.run(checkout)
+    assert celery_app.app.AsyncResult(task_id).get(timeout=WAIT) == 2
+    records = collect(db, key, 2, prefork_worker)
+    # the cancelled attempt stopped (and said so) before its retry started; it never reaches the charge
+    assert [(r["label"], r["attempt"]) for r in records] == [("cancelled", 1), ("CARD CHARGED", 2)]
+    assert all(r["pid"] != os.getpid() for r in records)
+
+
+@BACKENDS
+def test_a_soft_time_limit_without_retries_reports_the_limit(
+    prefork_worker: Worker, db: redis.Redis, name: str
+) -> None:
+    """Without retries, the result of an async task stopped by ``soft_time_limit`` is ``SoftTimeLimitExceeded``,
+    and the task was cancelled on the worker's loop first."""
+    key, task_id = uuid.uuid4().hex, uuid.uuid4().hex
+    container = Container(flusher=CeleryFlusher(celery_app.app, name=name))
+
+    async def checkout(background_tasks: BackgroundTasks) -> None:
+        task = background_tasks.add_task(charge, key, 10.0)
+        to_celery(task, queue=PREFORK_QUEUE, soft_time_limit=1, task_id=task_id)
+
+    container.run(checkout)
+    with pytest.raises(SoftTimeLimitExceeded, match="SoftTimeLimitExceeded"):
+        celery_app.app.AsyncResult(task_id).get(timeout=WAIT)
+    (cancelled,) = collect(db, key, 1, prefork_worker)
+    assert (cancelled["label"], cancelled["attempt"]) == ("cancelled", 1)
+
+
+def test_a_sync_task_with_dependencies_finishes_its_body_before_the_soft_limit_is_reported(
+    prefork_worker: Worker, db: redis.Redis
+) -> None:
+    """The body of a sync task with dependencies runs in a thread of the worker's loop, out of the soft limit's
+    reach: it runs to its end, then the task is reported as ``SoftTimeLimitExceeded`` (documented hazard)."""
+    key, task_id = uuid.uuid4().hex, uuid.uuid4().hex
+
+    async def checkout(background_tasks: BackgroundTasks) -> None:
+        task = background_tasks.add_task(celery_app.sync_charge, key, 1.5)
+        to_celery(task, queue=PREFORK_QUEUE, soft_time_limit=1, task_id=task_id)
+
+    web().run(checkout)
+    with pytest.raises(SoftTimeLimitExceeded, match="SoftTimeLimitExceeded"):
+        celery_app.app.AsyncResult(task_id).get(timeout=WAIT)
+    (charged,) = collect(db, key, 1, prefork_worker)
+    assert (charged["label"], charged["attempt"]) == ("CARD CHARGED", 1)
+
+
+@BACKENDS
+def test_a_message_whose_arguments_no_longer_fit_fails_once(prefork_worker: Worker, name: str) -> None:
+    """A message whose arguments do not fit the worker's function (sent for another version of it) fails at
+    once, even with retries allowed, with an error that speaks of the worker and the message."""
+    task_id = uuid.uuid4().hex
+    # what an older web process, whose add() took one argument, would have sent
+    result = celery_app.app.send_task(
+        name,
+        args=["celery_app:add", [1], {}],
+        kwargs={"max_retries": 3, "retry_delay": 0},
+        queue=PREFORK_QUEUE,
+        task_id=task_id,
+    )
+    with pytest.raises(
+        TypeError,
+        match=r"this worker's celery_app\.add\(a: 'int', b: 'int'\) -> 'int' does not accept the message's arguments "
+        r"\(args=\[1\], kwargs=\{\}\): missing a required argument: 'b'\. The message was sent for another "
+        r"version of the function.*Not retried",
+    ):
+        result.get(timeout=WAIT)
+    assert prefork_worker.received(task_id) == 1
 
 
 # -- add_task checks (no broker needed) -------------------------------------------------------------------
@@ -649,9 +768,42 @@ def test_worker_retries_in_eager_mode(local_worker: Any, db: redis.Redis) -> Non
 
 
 def test_worker_checks_arguments_against_the_signature(local_worker: Any) -> None:
-    """Arguments that do not fit raise TypeError naming the function (and are not retried)."""
-    with pytest.raises(TypeError, match=r"add_task\(celery_app.add, \.\.\.\)"):
+    """Arguments that do not fit raise TypeError naming the worker's function and the message's arguments."""
+    with pytest.raises(
+        TypeError, match=r"this worker's celery_app\.add\(a: 'int', b: 'int'\) -> 'int' does not accept"
+    ):
         local_worker.apply(args=["celery_app:add", [1], {}], kwargs={"max_retries": 0}).get()
+    with pytest.raises(TypeError, match=r"\(args=\[\], kwargs=\{'key': 'k', 'label': 'l', 'db': 1\}\): got an "):
+        local_worker.apply(args=["celery_app:record", [], {"key": "k", "label": "l", "db": 1}]).get()
+    with pytest.raises(TypeError, match=r"\(args=\[1\], kwargs=\{\}\): missing a required argument: 'b'"):
+        celery_app.worker.call(add, (1,), {})
+
+
+class SoftLimitError(Exception):
+    """What the signal handler raises, as Celery's soft time limit raises ``SoftTimeLimitExceeded``."""
+
+
+@pytest.mark.parametrize("which", ["worker", "trio_worker"], ids=["asyncio", "trio"])
+def test_call_interrupted_while_it_waits_stops_the_task_first(redis_url: str, db: redis.Redis, which: str) -> None:
+    """``CeleryWorker.call`` interrupted by a signal while it waits cancels the task on the loop, and raises
+    only once the task has stopped (what Celery's soft time limit needs); in this process, no broker."""
+    worker = getattr(celery_app, which)
+    key = uuid.uuid4().hex
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise SoftLimitError("soft limit")
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    try:
+        with pytest.raises(SoftLimitError, match="soft limit"):
+            worker.call(charge, (key, 10.0), {})
+        # recorded by the cancelled task before call() raised: nothing is left running
+        assert [json.loads(raw)["label"] for raw in db.lrange(key, 0, -1)] == ["cancelled"]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        worker.close()
 
 
 @pytest.mark.parametrize(

@@ -472,3 +472,23 @@ async def test_a_closed_collector_refuses_tasks() -> None:
     tasks.close()
     with pytest.raises(ScopeError, match=r"cannot add .*job.* already exited"):
         tasks.add_task(job)
+
+
+async def test_only_a_handed_off_task_can_be_reopened() -> None:
+    """Task.reopen puts a handed-off task back to pending in the given context; any other state is refused."""
+    import contextvars
+
+    def job() -> None: ...
+
+    async with Container().scope() as scope:
+        task = scope.tasks.add_task(job)
+        with pytest.raises(ScopeError, match=r"cannot be reopened: it is pending, not handed off"):
+            task.reopen(contextvars.Context())
+        context = task.context
+        scope.tasks.take()
+        task.mark(TaskState.HANDED_OFF)
+        task.reopen(context)
+        assert task.state is TaskState.PENDING
+        assert task.context is context
+        await task.run()
+        assert task.state is TaskState.SUCCEEDED

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextvars
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.lowlevel
@@ -291,6 +294,115 @@ def test_run_sync_runs_the_tasks_on_a_new_loop() -> None:
     outcome = run(endpoint, backend="trio")
     outcome.tasks.run_sync(backend="trio")
     assert LOG == ["first ada", "second ada"]
+
+
+# -- the context a captured task runs in (each its own, as in production) ---------------------------------------
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="<unset>")
+tenant: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="<none>")
+SEEN: list[str] = []
+
+
+def see_request_id() -> None:
+    SEEN.append(request_id.get())
+
+
+async def asee_request_id() -> None:
+    await anyio.lowlevel.checkpoint()  # a step after a suspension, on the backend the task runs on
+    SEEN.append(request_id.get())
+
+
+async def in_request(tasks: BackgroundTasks, rid: str = "req-42") -> None:
+    token = request_id.set(rid)  # as a middleware sets it for the request, and resets it after
+    tasks.add_task(see_request_id)
+    tasks.add_task(asee_request_id)
+    request_id.reset(token)
+
+
+async def test_a_captured_task_sees_the_context_variables_set_before_add_task() -> None:
+    """A captured task, run later, sees the context variables set when it was added, as it would in production."""
+    SEEN.clear()
+    container = Container()
+    with capture_tasks(container) as captured:
+        await container.call(in_request)
+    await captured.run()
+    assert SEEN == ["req-42", "req-42"]
+
+
+@pytest.mark.parametrize(("captured_on", "run_on"), [("trio", "asyncio"), ("asyncio", "trio")])
+def test_tasks_captured_on_one_backend_run_on_another(
+    captured_on: Literal["asyncio", "trio"], run_on: Literal["asyncio", "trio"]
+) -> None:
+    """Tasks captured on one backend run on the backend of ``run_sync``, in the context they were added in."""
+    SEEN.clear()
+    container = Container()
+    with capture_tasks(container) as captured:
+        container.run(in_request, backend=captured_on)
+    captured.run_sync(backend=run_on)
+    assert SEEN == ["req-42", "req-42"]
+
+
+def set_tenant(name: str) -> None:
+    tenant.set(name)
+
+
+def see_tenant() -> None:
+    SEEN.append(tenant.get())
+
+
+async def queues(tasks: BackgroundTasks, func: Callable[..., None], args: tuple[Any, ...]) -> None:
+    tasks.add_task(func, *args)
+
+
+async def test_a_context_variable_set_by_one_captured_task_stays_in_that_task() -> None:
+    """What one test's captured task sets in its context is not seen by another test's captured task."""
+    SEEN.clear()
+    first, second = Container(), Container()
+    with capture_tasks(first) as captured:
+        await first.call(queues, func=set_tenant, args=("tenant-A",))
+    await captured.run()
+    with capture_tasks(second) as captured:
+        await second.call(queues, func=see_tenant, args=())
+    await captured.run()
+    assert SEEN == ["<none>"]
+    assert tenant.get() == "<none>"
+
+
+def slow_see_request_id() -> None:
+    time.sleep(0.1)  # long enough that the four threads' tasks overlap
+    SEEN.append(request_id.get())
+
+
+async def slow_request(tasks: BackgroundTasks, rid: str) -> None:
+    token = request_id.set(rid)
+    tasks.add_task(slow_see_request_id)
+    request_id.reset(token)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_captured_tasks_run_from_parallel_threads(backend: Literal["asyncio", "trio"]) -> None:
+    """Four threads each capture a request's task and run it at once: each runs, in its own request's context."""
+    SEEN.clear()
+    barrier = threading.Barrier(4, timeout=10)
+    errors: list[BaseException] = []
+
+    def one_test(n: int) -> None:
+        try:
+            container = Container()
+            with capture_tasks(container) as captured:
+                container.run(slow_request, rid=f"req-{n}", backend=backend)
+            barrier.wait()
+            captured.run_sync(backend=backend)
+        except BaseException as exc:  # reported by the main thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one_test, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert sorted(SEEN) == ["req-0", "req-1", "req-2", "req-3"]
 
 
 async def test_run_sync_refuses_a_running_loop() -> None:
