@@ -491,4 +491,5 @@ async def test_only_a_handed_off_task_can_be_reopened() -> None:
         assert task.state is TaskState.PENDING
         assert task.context is context
         await task.run()
-        assert task.state is TaskState.SUCCEEDED
+        assert task.done
+        assert task.exception is None
