@@ -106,17 +106,17 @@ def _source_locals(src: Source) -> tuple[str, ...]:
     return ()
 
 
-def _step_locals(step: Step, *, store: bool) -> tuple[str, ...]:
+def _step_locals(step: Step) -> tuple[str, ...]:
     """The prologue locals one step reads for its cache and its teardown."""
     if step.app_cached:
         return ("app_cache",)
     stack = (_STACKS[step.lifetime],) if step.generator else ()
-    return (*stack, "cache") if step.request_cached and store else stack
+    return (*stack, "cache") if step.request_cached else stack
 
 
-def _locals(plan: Plan, *, store: bool) -> set[str]:
+def _locals(plan: Plan) -> set[str]:
     """The names of the prologue's locals the steps of ``plan`` read, and the locals those are read from."""
-    needed = {name for step in plan.steps for name in _step_locals(step, store=store)}
+    needed = {name for step in plan.steps for name in _step_locals(step)}
     needed.update(name for step in plan.steps for src in step.sources() for name in _source_locals(src))
     if needed & {"app_cache", "app_stack"}:
         needed.add("app")
@@ -125,9 +125,9 @@ def _locals(plan: Plan, *, store: bool) -> set[str]:
     return needed
 
 
-def _prologue(code: Code, plan: Plan, *, store: bool) -> None:
+def _prologue(code: Code, plan: Plan) -> None:
     """Bind, once per call, the scope state the steps read."""
-    needed = _locals(plan, store=store)
+    needed = _locals(plan)
     for name, line in _PROLOGUE:
         if name in needed:
             code.line(line)
@@ -141,8 +141,7 @@ def generate(plan: Plan, *, fresh: bool = False) -> tuple[str, dict[str, Any]]:
 
     With ``fresh``, request-scoped steps do not look their value up in the scope's cache, only fill it: the form
     for a scope made for this one call, whose cache is empty when it starts (within the plan, shared steps are
-    already one). Filling it still matters: an injected helper the function calls resolves in the same scope. A
-    pure plan (see ``Plan.pure``) run fresh neither reads nor fills it: it runs without a scope of its own.
+    already one). Filling it still matters: an injected helper the function calls resolves in the same scope.
 
     Returns:
         ``(source, namespace)``; the source defines ``async def run(scope, args, values, root_thread)``.
@@ -150,32 +149,31 @@ def generate(plan: Plan, *, fresh: bool = False) -> tuple[str, dict[str, Any]]:
     code = Code()
     steps = plan.steps
     last = len(steps) - 1
-    store = not (fresh and plan.pure)  # a pure plan run fresh has no scope of its own: nothing could read it
     with code.block("async def run(scope, args, values, root_thread):"):
         variant = ", for a fresh scope" if fresh else ""
         code.line(f'"""Compiled plan of {steps[-1].name}: {len(steps)} step(s){variant}."""')
-        _prologue(code, plan, store=store)
+        _prologue(code, plan)
         if any(s.generator and s.lifetime is Lifetime.CALL for s in steps):
             code.line("call_stack = []")
             with code.block("try:"):
-                _body(code, plan, fresh=fresh, store=store)
+                _body(code, plan, fresh=fresh)
             with code.block("except BaseException as exc:"):
                 code.line("await end_call(call_stack, exc)")
                 code.line("raise")
             code.line("await end_call(call_stack, None)")
         else:
-            _body(code, plan, fresh=fresh, store=store)
+            _body(code, plan, fresh=fresh)
         code.line(f"return v{last}")
     return code.source(), code.namespace
 
 
-def _body(code: Code, plan: Plan, *, fresh: bool, store: bool) -> None:
+def _body(code: Code, plan: Plan, *, fresh: bool) -> None:
     # Every value lookup first, so a missing value fails before any step runs (as ``_run.check_values`` does).
     for step in plan.steps:
         _value_lookups(code, step)
     last = len(plan.steps) - 1
     for step in plan.steps:
-        _step(code, step, plan.nargs if step.slot == last else None, fresh=fresh, store=store)
+        _step(code, step, plan.nargs if step.slot == last else None, fresh=fresh)
 
 
 def _arguments(step: Step, nargs: int | None) -> list[tuple[str | None, str]]:
@@ -218,14 +216,14 @@ def _prepared(arguments: list[tuple[str | None, str]]) -> str:
     return f"[{pos}], {{{kw}}}"
 
 
-def _step(code: Code, step: Step, nargs: int | None, *, fresh: bool, store: bool) -> None:
+def _step(code: Code, step: Step, nargs: int | None, *, fresh: bool) -> None:
     i = step.slot
     call = code.ref(f"c{i}", step.call)
     key = call if step.key is step.call else code.ref(f"k{i}", step.key)
     ref = code.ref(f"s{i}", step)
     v = f"v{i}"
     arguments = _arguments(step, nargs)
-    request_cached = step.request_cached and store
+    request_cached = step.request_cached
     cached = "request-cached" if request_cached else "app-cached" if step.app_cached else "not cached"
     code.line(f"# step {i}: {step.name} ({step.kind.value}, {cached}{', in a thread' if step.to_thread else ''})")
     if step.app_cached:

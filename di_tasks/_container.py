@@ -106,8 +106,6 @@ class Container:
         self._task_specs: dict[Any, TaskSpec] = {}
         self.app = AppLifetime()
         """The app lifetime: app-scoped values and their teardown (see :meth:`__aenter__`)."""
-        # What a pure compiled plan receives as its scope in Container.call: it reads only the (empty) types.
-        self._bare_scope = Scope(self, {})
 
     @property
     def values(self) -> Mapping[str, Any]:
@@ -222,9 +220,6 @@ class Container:
         except (KeyError, TypeError):
             plan = self.plan(func, len(args))
         run = plan.run_fresh
-        if run is not None and plan.pure and not args and not self.concurrent_resolution:
-            # nothing to cache, flush or tear down: no scope of its own, nothing to exit
-            return await run(self._bare_scope, args, {**self._values, **values} if self._values else values, None)
         scope = Scope(self, {**self._values, **values} if self._values else values)
         token = current_scope.set(scope)  # an injected helper called by func resolves in this scope too
         try:

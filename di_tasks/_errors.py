@@ -75,6 +75,20 @@ class BackgroundTaskError(DITasksError, ExceptionGroup):
     def __init__(self, message: str, exceptions: Sequence[Exception], *, tasks: Sequence[Task] = ()) -> None:
         ExceptionGroup.__init__(self, message, exceptions)
 
+    @classmethod
+    def of(cls, message: str, failed: Sequence[Task]) -> BackgroundTaskError:
+        """The error for ``failed`` tasks: each task's exception, or, for one that ended in a ``BaseException`` that
+        is not an ``Exception`` (a cancellation error of its own), a :class:`DITasksError` caused by it."""
+        exceptions: list[Exception] = []
+        for task in failed:
+            exc = task.exception
+            if not isinstance(exc, Exception):
+                wrapped = DITasksError(f"background task {task.name} raised {type(exc).__name__}")
+                wrapped.__cause__ = exc
+                exc = wrapped
+            exceptions.append(exc)
+        return cls(message, exceptions, tasks=failed)
+
     def derive(self, excs: Sequence[Exception]) -> BackgroundTaskError:  # type: ignore[override]  # narrower than the group's on purpose
         """Keep the class when ``except*`` splits the group."""
         kept = [t for t in self.tasks if t.exception in excs]

@@ -133,7 +133,6 @@ class Plan:
         run: the compiled form (see ``_compile``), made on the plan's second execution; ``None`` before.
         run_fresh: the compiled form for a scope made for this one call, without request-cache lookups.
         fresh_ok: whether ``run_fresh`` may be used (no dependency is handed the ``Scope``).
-        pure: whether the plan needs no scope state at all (see ``Container.call``).
         value_sources: every value looked up by name, checked before the first step runs.
         uses: how many times the plan ran interpreted.
         source: the compiled form's Python source, for reading and tracebacks (empty before).
@@ -141,7 +140,7 @@ class Plan:
     """
 
     __slots__ = (
-        "__weakref__", "filenames", "fresh_ok", "graph", "nargs", "pure", "run", "run_fresh", "source", "steps",
+        "__weakref__", "filenames", "fresh_ok", "graph", "nargs", "run", "run_fresh", "source", "steps",
         "uses", "value_sources",
     )  # fmt: skip
 
@@ -155,17 +154,9 @@ class Plan:
         # a missing value fails the resolution before anything is called
         self.value_sources = tuple(src for src in sources if type(src) is FromValue)
         specials = {src.what for src in sources if type(src) is FromScope}
-        # A plan that touches no scope state (no generator to tear down, no collector, no app value, no Scope or
-        # Container handed out) can run without a scope of its own when nothing is bound by type.
-        self.pure = not specials and not _touches_app_or_exit(steps, self.value_sources)
         # A plan may skip request-cache lookups when it runs alone in a scope made for it (Container.call, a
         # task's scope): that cache starts empty, unless a dependency is handed the Scope and calls more in it.
         self.fresh_ok = Special.SCOPE not in specials
         self.filenames: list[str] = []
         self.uses = 0
         self.source = ""
-
-
-def _touches_app_or_exit(steps: tuple[Step, ...], value_sources: tuple[FromValue, ...]) -> bool:
-    """Whether a plan reads the app lifetime (a value or an app-scoped step) or leaves a generator to tear down."""
-    return any(src.app_only for src in value_sources) or any(step.app_cached or step.generator for step in steps)

@@ -248,10 +248,8 @@ class Scope:
         failed_state = TaskState.FAILED  # read once: enum member access is slow on CPython 3.11
         failed: list[Task] = [t for t in self._collector.all if t.state is failed_state]
         if failed:
-            raise BackgroundTaskError(
-                f"{len(failed)} background task(s) failed: {', '.join(t.name for t in failed)}",
-                [t.exception for t in failed if isinstance(t.exception, Exception)],
-                tasks=failed,
+            raise BackgroundTaskError.of(
+                f"{len(failed)} background task(s) failed: {', '.join(t.name for t in failed)}", failed
             )
 
 

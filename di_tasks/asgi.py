@@ -98,16 +98,26 @@ class ScopeMiddleware:
         request_scope = self.container.scope()
         method = scope["method"] if scope["type"] == "http" else "WEBSOCKET"
         request_scope.label = f"{method} {scope.get('path', '')}"
+        status: list[int] = []
+
+        async def send_and_watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
         token = current_scope.set(request_scope)
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_and_watch if scope["type"] == "http" else send)
         except BaseException as exc:
             current_scope.reset(token)
             await _close(request_scope, exc)
             raise
         current_scope.reset(token)
-        # an injected endpoint that raised, even if the framework answered with an error response
+        # An injected call failed and the framework turned its error into a response: the body raised. If the app
+        # answered with a success status anyway, the endpoint caught its helper's error: the body did not raise.
         error = request_scope.body_error
+        if error is not None and status and status[0] < 400:
+            error = None
         task_group = self._task_group
         if task_group is None or len(self._exiting) >= self.max_pending_exits:  # no lifespan, or backpressure
             await _close(request_scope, error)

@@ -163,10 +163,8 @@ class CapturedTasks(Sequence[Task]):
             container.flusher = previous
         failed = [t for t in ran if t.state is TaskState.FAILED]
         if failed:
-            raise BackgroundTaskError(
-                f"{len(failed)} captured task(s) failed: {', '.join(t.name for t in failed)}",
-                [t.exception for t in failed if isinstance(t.exception, Exception)],
-                tasks=failed,
+            raise BackgroundTaskError.of(
+                f"{len(failed)} captured task(s) failed: {', '.join(t.name for t in failed)}", failed
             )
 
     def run_sync(self, *, backend: Literal["asyncio", "trio"] = "asyncio") -> None:

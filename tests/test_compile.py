@@ -380,15 +380,14 @@ async def session_root(s: Annotated[str, Depends(session)]) -> str:
 
 
 def test_the_fresh_form_has_no_cache_lookups() -> None:
-    """Fresh forms never read the cache; they fill it unless the plan is pure (it then runs without a scope)."""
-    pure = Solver({}).solve(diamond_root, 0)
-    assert pure.pure
-    fresh, _ = generate(pure, fresh=True)
-    assert "cache" not in fresh.split('"""')[2].replace("not cached", "")
-    shared, _ = generate(pure)
+    """Fresh forms never read the cache, but fill it: an injected helper resolves in the same scope."""
+    plan = Solver({}).solve(diamond_root, 0)
+    fresh, _ = generate(plan, fresh=True)
+    assert "in cache" not in fresh
+    assert "cache[" in fresh
+    shared, _ = generate(plan)
     assert "in cache:" in shared
     with_teardown = Solver({}).solve(session_root, 0)
-    assert not with_teardown.pure
     fresh, _ = generate(with_teardown, fresh=True)
     assert "in cache" not in fresh
     assert "cache[c0] = v0" in fresh
@@ -440,20 +439,16 @@ async def test_an_uncached_app_generator_lives_until_the_app_exits(mode: str) ->
         await Container().call(uses_uncached_app)
 
 
-async def test_a_pure_plan_runs_without_a_scope_of_its_own() -> None:
-    """A graph with no generator, task, app value or scope access needs no scope: same results, same errors."""
+async def test_every_call_has_a_scope_of_its_own() -> None:
+    """Even a graph with no generator, task or app value runs in a scope of its own, current while it runs."""
     container = Container()
     for _ in range(3):
         EVENTS.clear()
         assert await container.call(diamond_root) == 3
         assert EVENTS == ["settings"]
-    assert container.plan(diamond_root, 0).pure
     for _ in range(3):
         with pytest.raises(MissingValueError, match="'token'"):
             await container.call(value_root)
-    assert container._bare_scope.types == {}
-    assert not container.plan(uses_uncached_app, 0).pure  # a generator needs a scope to tear it down
-    assert not container.plan(scope_user, 0).pure
 
 
 async def test_plans_compiled_under_an_override_leave_linecache_with_it() -> None:

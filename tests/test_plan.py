@@ -41,27 +41,17 @@ def test_argument_sources_are_named() -> None:
     assert plan.value_sources == (plan.steps[0].kw[0][1], region)
 
 
-def test_a_plan_that_touches_no_scope_state_is_pure() -> None:
-    """Pure: no collector, Scope, app value or generator; fresh_ok unless a dependency takes the Scope."""
+def test_a_plan_that_hands_out_the_scope_always_reads_the_cache() -> None:
+    """fresh_ok: the form without request-cache lookups may run, unless a dependency is handed the Scope."""
 
-    def pure(x: Annotated[int, Depends(plain)]) -> int:
-        return x
-
-    def with_generator(x: Annotated[int, Depends(gen)]) -> int:
+    def simple(x: Annotated[int, Depends(plain)]) -> int:
         return x
 
     def with_scope(scope: Scope) -> None: ...
 
-    def app_scoped(x: Annotated[int, Depends(plain, scope="app")]) -> int:
-        return x
-
     container = Container()
-    assert container.plan(pure).pure
-    assert container.plan(pure).fresh_ok
-    assert not container.plan(with_generator).pure
-    assert not container.plan(with_scope).pure
+    assert container.plan(simple).fresh_ok
     assert not container.plan(with_scope).fresh_ok
-    assert not container.plan(app_scoped).pure
 
 
 def test_steps_know_where_their_value_lives() -> None:
