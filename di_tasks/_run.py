@@ -11,6 +11,7 @@ tests run every executor on the same plans and compare.
 from __future__ import annotations
 
 import functools
+import logging
 import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -22,10 +23,12 @@ from ._graph import ValueNeed
 from ._inspect import EMPTY, Kind
 from ._markers import Lifetime
 from ._plan import FromScope, FromStep, FromValue, Plan, Source, Special, Step, Teardown
-from ._util import MISSING
+from ._util import MISSING, cancelled_from_outside
 
 if TYPE_CHECKING:  # executors are handed a scope; they read its public state only
     from ._scope import Scope
+
+logger = logging.getLogger("di_tasks")
 
 RootThread = Callable[[Callable[[], Any]], Any] | None
 """How the root step's sync function is called when it must not run on the loop (a sync task's body): an async
@@ -186,6 +189,11 @@ async def unwind(stack: list[Teardown], exc: BaseException | None) -> BaseExcept
         entry = stack.pop()
         try:
             finished = await _finish(entry, exc)
+        except anyio.get_cancelled_exc_class() as cancelled:
+            if cancelled is not exc and await cancelled_from_outside():
+                return await _unwind_shielded(stack, exc, cancelled, entry)
+            exc = cancelled
+            continue
         except BaseException as new:  # noqa: BLE001  # the teardown's own error replaces the current one
             if new is not exc:
                 exc = new
@@ -197,6 +205,23 @@ async def unwind(stack: list[Teardown], exc: BaseException | None) -> BaseExcept
             error.__context__ = exc
             exc = error
     return exc
+
+
+async def _unwind_shielded(
+    stack: list[Teardown], exc: BaseException | None, cancelled: BaseException, interrupted: Teardown
+) -> BaseException:
+    """A cancellation from outside interrupted a teardown: every teardown after it still starts, shielded, as if
+    nothing happened (a connection still goes back to its pool); then the cancellation propagates."""
+    logger.warning(
+        "the teardown of %s was cancelled; %d teardown(s) after it ran shielded from the cancellation",
+        interrupted.name,
+        len(stack),
+    )
+    with anyio.CancelScope(shield=True):
+        error = await unwind(stack, exc)
+    if error is not None and error is not exc:
+        logger.error("a teardown failed after a cancelled one", exc_info=error)
+    return cancelled
 
 
 async def end_call(call_stack: list[Teardown], exc: BaseException | None) -> None:

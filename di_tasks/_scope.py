@@ -145,27 +145,24 @@ class Scope:
 
         Args:
             exc: the exception the body raised, if any: pending tasks are then skipped (and logged) unless the
-                container runs tasks on error, and generators see the exception.
+                container runs tasks on error, and generators see the exception. A cancelled body runs no task
+                (each is logged as cancelled) and its teardowns run shielded.
             raise_task_errors: raise :class:`BackgroundTaskError` afterwards if a task failed.
 
         Raises:
             BackgroundTaskError: a task failed (and ``raise_task_errors``, and the body did not raise).
-            BaseException: a teardown raised; it propagates after the tasks were handled.
+            BaseException: a teardown raised, or a task let a ``BaseException`` through; it propagates after the
+                tasks were handled and every teardown ran.
         """
         if (exc is None and self.close_if_idle()) or self._state != _OPEN:
             return
         self._state = _CLOSING
-        error: BaseException | None = None  # bound on every path (a CancelScope may, to a checker, swallow)
-        if isinstance(exc, anyio.get_cancelled_exc_class()):
-            with anyio.CancelScope(shield=True):  # cancelled: still run the exit steps to completion
-                error = await self._exit(exc)
-        else:  # an unshielded CancelScope changes nothing and costs a fifth of a small resolution
-            try:
-                error = await self._exit(exc)
-            except anyio.get_cancelled_exc_class() as cancelled:
-                await self._abandon(cancelled)
-                raise
-        self._state = _CLOSED
+        try:
+            error = await self._exit(exc)
+        finally:
+            self._state = _CLOSED
+            if self._collector is not None:
+                self._collector.close()
         if error is not None and error is not exc:
             raise error
         if exc is None and raise_task_errors:
@@ -173,19 +170,49 @@ class Scope:
 
     async def _exit(self, exc: BaseException | None) -> BaseException | None:
         """The exit order, step for step as the README lists it; returns the error to raise afterwards."""
+        cancelled = anyio.get_cancelled_exc_class()
+        if isinstance(exc, cancelled):  # a cancelled body: no task runs, teardowns run to completion
+            return await self._abandon(exc, "the scope's body was cancelled")
         escaped: list[BaseException] = []  # what a task or the flusher let through (KeyboardInterrupt, SystemExit)
-        # 1. the body has returned, or raised ``exc`` (for ASGI: the response has been sent).
-        # 2. call-scoped dependencies were torn down when the call returned (``_run.end_call``).
-        # 3. the tasks are flushed, so a task may still use request-scoped resources (a DB session).
-        await self._flush(exc, escaped)
-        # 4. request-scoped dependencies are torn down, last-in first-out.
-        error = await unwind(self.exit_stack, exc) if self.exit_stack else exc
-        # 5. tasks added during teardown are flushed too (and after this, adding one is an error).
-        await self._flush(exc, escaped)
-        if self._collector is not None:
-            self._collector.close()
+        try:
+            # 1. the body has returned, or raised ``exc`` (for ASGI: the response has been sent).
+            # 2. call-scoped dependencies were torn down when the call returned (``_run.end_call``).
+            # 3. the tasks are flushed, so a task may still use request-scoped resources (a DB session).
+            await self._flush(exc, escaped)
+            # 4. request-scoped dependencies are torn down, last-in first-out.
+            error = await unwind(self.exit_stack, exc) if self.exit_stack else exc
+            if isinstance(error, cancelled) and error is not exc:  # cancelled while tearing down
+                return await self._abandon(error, "the scope was cancelled while exiting")
+            # 5. tasks added during teardown are flushed too (and after this, adding one is an error).
+            await self._flush(exc, escaped)
+        except cancelled as stopped:  # cancelled from outside while flushing (a shutdown, a deadline)
+            await self._abandon(stopped, "the scope was cancelled while exiting")
+            raise
         # what escaped the flush propagates now that every task was run or logged and every teardown ran
         return escaped[0] if escaped else error
+
+    async def _abandon(self, cancelled: BaseException, why: str) -> BaseException:
+        """Cancelled (the body, or the exit itself from outside): still release request-scoped resources, shielded,
+        and record and log every task that will not run instead of dropping it silently."""
+        if self.exit_stack:
+            with anyio.CancelScope(shield=True):
+                error = await unwind(self.exit_stack, cancelled)
+            if error is not None and error is not cancelled:
+                logger.error("tearing down a cancelled scope failed", exc_info=error)
+        collector = self._collector
+        if collector is not None:
+            left = [task for task in collector.take() if task.state is TaskState.PENDING]
+            left += [task for task in collector.all if task.state is TaskState.PENDING and task not in left]
+            for task in left:
+                task.mark(TaskState.CANCELLED)
+            if left:
+                logger.warning(
+                    "%d background task(s) not run because %s: %s",
+                    len(left),
+                    why,
+                    ", ".join(t.display_name for t in left),
+                )
+        return cancelled
 
     async def _flush(self, exc: BaseException | None, escaped: list[BaseException]) -> None:
         """Hand the pending tasks to the container's flusher, batch after batch (a task may add more), or, when
@@ -219,28 +246,6 @@ class Scope:
         for task in tasks:
             task.mark(TaskState.SKIPPED)
         logger.warning("%d %s: %s", len(tasks), why, ", ".join(t.display_name for t in tasks))
-
-    async def _abandon(self, cancelled: BaseException) -> None:
-        """Cancelled from outside while exiting (e.g. a server's shutdown timeout): still release request-scoped
-        resources, and record and log every task that will not run instead of dropping it silently."""
-        error: BaseException | None = None  # bound on every path (a CancelScope may, to a checker, swallow)
-        with anyio.CancelScope(shield=True):
-            error = await unwind(self.exit_stack, cancelled)
-        if error is not None and error is not cancelled:
-            logger.error("tearing down a cancelled scope failed", exc_info=error)
-        collector = self.tasks
-        collector.close()
-        self._state = _CLOSED
-        collector.take()
-        left = [t for t in collector.all if t.state is TaskState.PENDING]
-        for task in left:
-            task.mark(TaskState.CANCELLED)
-        if left:
-            logger.warning(
-                "%d background task(s) not run because the scope was cancelled while exiting: %s",
-                len(left),
-                ", ".join(t.display_name for t in left),
-            )
 
     def _raise_task_errors(self) -> None:
         if self._collector is None:

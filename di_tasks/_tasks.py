@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import enum
 import inspect
@@ -13,13 +12,13 @@ from collections.abc import Callable, Coroutine, Generator, Iterator, Mapping
 from typing import Any, Final, ParamSpec, Protocol, TypeVar, cast
 
 import anyio
-import anyio.lowlevel
 
 from ._errors import ScopeError, WiringError
 from ._flush import Flusher, TaskChecker
 from ._inspect import EMPTY, Kind, kind_of, qualname
 from ._plan import Plan
 from ._solver import Solver
+from ._util import cancelled_from_outside
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -443,24 +442,6 @@ class Task:
         return await self._host.to_thread(
             _call_in, self._context, self.func, self.args, self.kwargs, abandon_on_cancel=abandon
         )
-
-
-async def cancelled_from_outside() -> bool:
-    """Whether the running task is being cancelled from outside (a cancel scope around it, a shutdown, a deadline),
-    as opposed to a cancellation error some awaited thing raised on its own (a future another task cancelled).
-
-    On asyncio a cancellation of the task itself is counted by ``Task.cancelling()``; on both backends a cancelled
-    enclosing cancel scope makes the next checkpoint raise.
-    """
-    if anyio.get_cancelled_exc_class() is asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            return True
-    try:
-        await anyio.lowlevel.checkpoint_if_cancelled()
-    except anyio.get_cancelled_exc_class():
-        return True
-    return False
 
 
 def _call_in(
