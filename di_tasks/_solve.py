@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from ._errors import DependencyCycleError, ScopeError, WiringError
-from ._inspect import EMPTY, CallableInfo, Kind, analyse, qualname, surely_not_awaitable
+from ._inspect import EMPTY, CallableInfo, Kind, analyse, foreign_marker_error, qualname, surely_not_awaitable
 from ._markers import SCOPE_RANK, Dependency, ScopeName
 
 # Source codes of a plan argument, kept as small ints so executing a plan is a tight loop.
@@ -416,6 +416,8 @@ class Solver:
             node.wants_tasks = node.wants_tasks or special == TASKS
             node.injected.append(p.name)
             return (special,)
+        if p.foreign is not None and len(path) > 1:  # at the root, a framework may fill it (FastAPI's Depends)
+            raise foreign_marker_error(p, info.name, path)
         need = ValueNeed(p.name, p.annotation, p.default is not EMPTY, info.name, path)
         node.values.append(need)
         self._values.append(need)
