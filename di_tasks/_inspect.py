@@ -9,7 +9,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, Union, cast, get_args, get_origin
+from typing import Annotated, Any, Final, Union, get_args, get_origin
 
 import typing_extensions
 
@@ -19,7 +19,7 @@ from ._markers import Dependency, Depends
 EMPTY: Final[Any] = inspect.Parameter.empty
 
 # `type X = ...` (3.12+) makes typing.TypeAliasType instances; typing_extensions has its own class before 3.14.
-_ALIAS_TYPES: Final[tuple[type, ...]] = tuple(
+_ALIAS_TYPES: Final[tuple[type[typing_extensions.TypeAliasType], ...]] = tuple(
     {typing_extensions.TypeAliasType, getattr(typing, "TypeAliasType", typing_extensions.TypeAliasType)}
 )
 
@@ -134,6 +134,14 @@ def kind_of(call: Callable[..., Any]) -> Kind:
         target, wrapped = inner, True
 
 
+def _has_signature(obj: Any) -> bool:
+    return hasattr(obj, "__signature__")  # where inspect.signature stops following __wrapped__
+
+
+def _class_call(obj: object) -> Any:
+    return getattr(type(obj), "__call__", obj)  # noqa: B004  # a callable instance: its class's __call__
+
+
 def _annotated_by(call: Callable[..., Any]) -> Any:
     """The callable whose return annotation ``inspect.signature(call)`` reports (it follows ``__wrapped__``)."""
     target: Any = call
@@ -141,12 +149,12 @@ def _annotated_by(call: Callable[..., Any]) -> Any:
         while isinstance(target, functools.partial):
             target = target.func
         try:
-            target = inspect.unwrap(target, stop=lambda f: hasattr(f, "__signature__"))
+            target = inspect.unwrap(target, stop=_has_signature)
         except ValueError:  # a __wrapped__ cycle; inspect.signature has refused it already
             return call
         if inspect.isclass(target) or inspect.isfunction(target) or inspect.ismethod(target):
             break
-        target = getattr(type(target), "__call__", target)  # noqa: B004  # a callable instance: its class's __call__
+        target = _class_call(target)
     return target
 
 
@@ -154,9 +162,9 @@ def _alias_value(annotation: Any) -> Any:
     """What a PEP 695 type alias stands for (``type X = Annotated[int, Depends(f)]``), type arguments applied."""
     for _ in range(100):  # an alias of an alias ...; a bound, since an alias may name itself
         if isinstance(annotation, _ALIAS_TYPES):
-            annotation = cast("Any", annotation).__value__
-        elif isinstance(get_origin(annotation), _ALIAS_TYPES):  # a generic alias with arguments: X[int]
-            value = cast("Any", get_origin(annotation)).__value__
+            annotation = annotation.__value__
+        elif isinstance(origin := get_origin(annotation), _ALIAS_TYPES):  # a generic alias with arguments: X[int]
+            value: Any = origin.__value__
             try:
                 annotation = value[get_args(annotation)]
             except TypeError:  # not generic after all: the arguments cannot change its metadata
