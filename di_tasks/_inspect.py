@@ -184,10 +184,11 @@ def _foreign(obj: object) -> tuple[str, str] | None:
         target = getattr(obj, "dependency", None)
         name = "" if target is None else getattr(target, "__name__", None) or "some_function"
         return f"{cls.__module__}.{cls.__qualname__}({name})", f"Depends({name})"
-    name = getattr(obj, "__name__", None)
-    module = getattr(obj, "__module__", None) or ""
-    if name in ("Depends", "Security") and callable(obj) and not module.startswith("di_tasks"):
-        return f"{module}.{name}, not called,", "Depends(some_function)"  # another library's marker factory
+    if not (inspect.isfunction(obj) or inspect.isclass(obj)):  # a plain default value: never a marker factory
+        return None
+    module = obj.__module__ or ""
+    if obj.__name__ in ("Depends", "Security") and not module.startswith("di_tasks"):
+        return f"{module}.{obj.__name__}, not called,", "Depends(some_function)"  # another library's marker factory
     return None
 
 

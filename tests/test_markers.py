@@ -142,3 +142,37 @@ async def test_fastapi_marker_on_the_endpoint_is_left_to_fastapi() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         response = await client.get("/")
     assert (response.status_code, response.json()) == (200, 10)
+
+
+async def test_fastapi_marker_on_the_called_function_takes_a_value() -> None:
+    """On the function called, a parameter with FastAPI's marker is a value its caller gives, as before."""
+
+    async def root(x: Annotated[int, fastapi.Depends(five)]) -> int:
+        return x
+
+    assert await Container().call(root, x=3) == 3
+
+
+class Strange:
+    """A default value whose attribute lookups all fail loudly."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"no {name}")
+
+
+STRANGE = Strange()
+
+
+def test_ordinary_defaults_are_not_taken_for_markers() -> None:
+    """Functions, classes and odd objects as defaults are values, not markers, and are not probed."""
+
+    def other() -> None:
+        pass
+
+    def sub(a: Any = other, b: Any = STRANGE, c: Any = int) -> int:
+        return 1
+
+    async def endpoint(value: Annotated[int, Depends(sub)]) -> int:
+        return value
+
+    assert Container().run(endpoint) == 1
