@@ -148,10 +148,7 @@ def _annotated_by(call: Callable[..., Any]) -> Any:
     for _ in range(2):  # the callable, then a callable instance's __call__
         while isinstance(target, functools.partial):
             target = target.func
-        try:
-            target = inspect.unwrap(target, stop=_has_signature)
-        except ValueError:  # a __wrapped__ cycle; inspect.signature has refused it already
-            return call
+        target = inspect.unwrap(target, stop=_has_signature)  # no cycle: inspect.signature has refused those
         if inspect.isclass(target) or inspect.isfunction(target) or inspect.ismethod(target):
             break
         target = _class_call(target)
@@ -160,7 +157,7 @@ def _annotated_by(call: Callable[..., Any]) -> Any:
 
 def _alias_value(annotation: Any) -> Any:
     """What a PEP 695 type alias stands for (``type X = Annotated[int, Depends(f)]``), type arguments applied."""
-    for _ in range(100):  # an alias of an alias ...; a bound, since an alias may name itself
+    for _ in range(100):  # an alias of an alias ...; a bound, since `type A = A` is its own value on 3.12+
         if isinstance(annotation, _ALIAS_TYPES):
             annotation = annotation.__value__
         elif isinstance(origin := get_origin(annotation), _ALIAS_TYPES):  # a generic alias with arguments: X[int]

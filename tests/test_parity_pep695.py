@@ -4,7 +4,7 @@ Python 3.11 has no ``type X = ...`` statement; ``typing_extensions.TypeAliasType
 ``typing.TypeAliasType``'s stand-in), so these aliases are what the statement makes on 3.12+.
 """
 
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import fastapi
 import httpx
@@ -39,6 +39,7 @@ Listed = TypeAliasType("Listed", Annotated[list[T], Depends(listed)], type_param
 AliasOfAlias = TypeAliasType("AliasOfAlias", DependedValue)
 CallDatabase = TypeAliasType("CallDatabase", Annotated[Database, Depends(scope="call")])
 PlainNumber = TypeAliasType("PlainNumber", int)
+Unused = TypeAliasType("Unused", Annotated[int, Depends(some_value)], type_params=(T,))  # T appears nowhere
 
 
 async def use_value(value: DependedValue) -> str:
@@ -107,3 +108,26 @@ def test_alias_marker_and_default_marker_together_are_refused() -> None:
 
     with pytest.raises(WiringError, match="has a Depends marker both in Annotated"):
         Container().solve(endpoint)
+
+
+def test_alias_arguments_that_do_not_apply_keep_the_marker() -> None:
+    """An alias declared generic whose value uses no type variable still gives its marker when subscripted."""
+
+    async def endpoint(value: Unused[str]) -> int:
+        return value
+
+    assert Container().run(endpoint) == 123
+
+
+def test_an_endless_alias_chain_is_cut_off() -> None:
+    """Alias resolution is bounded (``type A = A`` is its own value on 3.12+): a chain past the bound is a value."""
+    make: Any = TypeAliasType  # names built at run time, which type checkers cannot follow
+    alias: object = int
+    for number in range(150):
+        alias = make(f"A{number}", alias)
+
+    async def endpoint(value: Any) -> object:
+        return value
+
+    endpoint.__annotations__["value"] = alias
+    assert Container().run(endpoint, value=5) == 5
