@@ -33,10 +33,16 @@ class Dependency:
     """What ``Depends(...)`` returns: the callable to resolve and how to cache it.
 
     Users write ``Depends(...)``; this class is what the resolver finds in ``Annotated`` metadata or as a
-    parameter default.
+    parameter default. Markers are immutable values: two with the same callable and options are equal and hash
+    alike, as FastAPI's are, so they can be compared, deduplicated and used as keys.
     """
 
     __slots__ = ("dependency", "scope", "sync_to_thread", "use_cache")
+
+    dependency: Callable[..., Any] | None
+    use_cache: bool
+    scope: ScopeName | None
+    sync_to_thread: bool
 
     def __init__(
         self,
@@ -45,10 +51,34 @@ class Dependency:
         scope: ScopeName | None,
         sync_to_thread: bool,
     ) -> None:
-        self.dependency = dependency
-        self.use_cache = use_cache
-        self.scope: ScopeName | None = scope
-        self.sync_to_thread = sync_to_thread
+        # object.__setattr__: this class refuses assignment once built (it is hashable)
+        object.__setattr__(self, "dependency", dependency)
+        object.__setattr__(self, "use_cache", use_cache)
+        object.__setattr__(self, "scope", scope)
+        object.__setattr__(self, "sync_to_thread", sync_to_thread)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Depends(...) markers are immutable; write a new Depends(...) instead of setting {name}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Depends(...) markers are immutable; {name} cannot be deleted")
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.dependency, self.use_cache, self.scope, self.sync_to_thread)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Dependency):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        try:
+            return hash(self._key())
+        except TypeError:  # an unhashable callable instance: equal markers still hash alike
+            return hash(self._key()[1:])
+
+    def __reduce__(self) -> tuple[type[Dependency], tuple[object, ...]]:
+        return (Dependency, self._key())  # copy and pickle rebuild through __init__, since assignment is refused
 
     def __repr__(self) -> str:
         name = getattr(self.dependency, "__qualname__", repr(self.dependency))

@@ -217,6 +217,7 @@ async def _unwind_shielded(
         interrupted.name,
         len(stack),
     )
+    error: BaseException | None = None  # bound on every path (a CancelScope may, to a checker, swallow)
     with anyio.CancelScope(shield=True):
         error = await unwind(stack, exc)
     if error is not None and error is not exc:

@@ -195,14 +195,14 @@ class Scope:
         """Cancelled (the body, or the exit itself from outside): still release request-scoped resources, shielded,
         and record and log every task that will not run instead of dropping it silently."""
         if self.exit_stack:
+            error: BaseException | None = cancelled  # bound on every path (a CancelScope may, to a checker, swallow)
             with anyio.CancelScope(shield=True):
                 error = await unwind(self.exit_stack, cancelled)
-            if error is not None and error is not cancelled:
+            if error is not cancelled:
                 logger.error("tearing down a cancelled scope failed", exc_info=error)
-        collector = self._collector
-        if collector is not None:
-            left = [task for task in collector.take() if task.state is TaskState.PENDING]
-            left += [task for task in collector.all if task.state is TaskState.PENDING and task not in left]
+        if self._collector is not None:
+            left = [task for task in self._collector.all if task.state is TaskState.PENDING]
+            self._collector.take()
             for task in left:
                 task.mark(TaskState.CANCELLED)
             if left:

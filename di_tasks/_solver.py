@@ -10,7 +10,16 @@ from typing import Any
 
 from ._errors import DependencyCycleError, DITasksError, ScopeError, WiringError
 from ._graph import Graph, Node, ValueNeed
-from ._inspect import EMPTY, CallableInfo, Kind, Param, analyse, qualname, surely_not_awaitable
+from ._inspect import (
+    EMPTY,
+    CallableInfo,
+    Kind,
+    Param,
+    analyse,
+    foreign_marker_error,
+    qualname,
+    surely_not_awaitable,
+)
 from ._markers import Dependency, Lifetime
 from ._plan import FromScope, FromStep, FromValue, Plan, Source, Special, Step, special_of
 
@@ -190,6 +199,8 @@ class Solver:
             node.wants_tasks = node.wants_tasks or special is Special.TASKS
             node.injected.append(p.name)
             return FromScope(special)
+        if p.foreign is not None and len(path) > 1:  # at the root, a framework may fill it (FastAPI's Depends)
+            raise foreign_marker_error(p, info.name, path)
         need = ValueNeed(p.name, p.annotation, p.default is not EMPTY, info.name, path)
         node.values.append(need)
         self._values.append(need)

@@ -405,21 +405,27 @@ class Task:
                 with anyio.fail_after(self.timeout) as deadline:
                     self.result = await self._invoke(abandon=True)
         except anyio.get_cancelled_exc_class() as cancelled:
-            if not await cancelled_from_outside():  # a cancellation error the task raised itself: its own failure
-                self.fail(cancelled, "failed")
-                return
-            self.exception = cancelled  # tells a task interrupted while running from one never started
-            self._finish(TaskState.CANCELLED)
-            logger.warning("background task %s was cancelled", self.display_name)
-            raise
+            if await self._cancelled(cancelled):
+                raise
         except Exception as exc:  # noqa: BLE001  # the task's own failure: recorded, logged and reported by fail()
-            timed_out = isinstance(exc, TimeoutError) and deadline is not None and deadline.cancel_called
+            timed_out = deadline is not None and deadline.cancel_called and isinstance(exc, TimeoutError)
             self.fail(exc, f"timed out after {self.timeout}s" if timed_out else "failed")
         except BaseException as exc:  # KeyboardInterrupt, SystemExit: the task fails, then it is let through
             self.fail(exc, f"raised {type(exc).__name__}, which stops the flush")
             raise
         else:
             self._finish(_SUCCEEDED)
+
+    async def _cancelled(self, cancelled: BaseException) -> bool:
+        """Record a cancellation error; whether it came from outside (then it is re-raised) or is the task's own
+        (a future someone else cancelled: then it is the task's failure, and the flush goes on)."""
+        if not await cancelled_from_outside():
+            self.fail(cancelled, "failed")
+            return False
+        self.exception = cancelled  # tells a task interrupted while running from one never started
+        self._finish(TaskState.CANCELLED)
+        logger.warning("background task %s was cancelled", self.display_name)
+        return True
 
     def _arguments(self) -> dict[str, Any]:
         """The arguments by parameter name: bound once at add_task, or (plain positional calls) zipped here."""

@@ -95,3 +95,73 @@ def test_return_annotations_that_rule_out_a_coroutine() -> None:
     unsure = [Any, object, collections.abc.Hashable, collections.abc.Awaitable[int], Shape, "int", EMPTY, int | Any]
     assert [surely_not_awaitable(a) for a in sure] == [True] * len(sure)
     assert [surely_not_awaitable(a) for a in unsure] == [False] * len(unsure)
+
+
+def _wrap(func: Any) -> Any:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def _async_wrap(func: Any) -> Any:
+    @functools.wraps(func)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def test_a_plain_wraps_wrapper_takes_the_kind_of_what_it_wraps() -> None:
+    """A sync ``functools.wraps`` wrapper is classified by the function, class or instance it wraps."""
+    assert kind_of(_wrap(sync_fn)) is Kind.SYNC
+    assert kind_of(_wrap(async_fn)) is Kind.ASYNC
+    assert kind_of(_wrap(gen_fn)) is Kind.GENERATOR
+    assert kind_of(_wrap(agen_fn)) is Kind.ASYNC_GENERATOR
+    assert kind_of(_wrap(_wrap(async_fn))) is Kind.ASYNC
+    assert kind_of(_wrap(Plain)) is Kind.SYNC  # a function that returns an instance, not the class
+    assert kind_of(_wrap(AsyncCallable())) is Kind.ASYNC
+    assert kind_of(functools.partial(_wrap(agen_fn))) is Kind.ASYNC_GENERATOR
+    assert kind_of(_wrap(functools.partial(gen_fn))) is Kind.GENERATOR
+
+
+def test_a_wrapper_that_is_async_or_a_generator_keeps_its_own_kind() -> None:
+    """An ``async def`` wrapper is awaited whatever it wraps; a callable instance is judged by its ``__call__``."""
+    assert kind_of(_async_wrap(sync_fn)) is Kind.ASYNC
+    assert kind_of(_async_wrap(Plain)) is Kind.ASYNC
+
+    class SyncFacade:  # like asgiref's async_to_sync: update_wrapper on an instance whose __call__ is sync
+        def __init__(self) -> None:
+            functools.update_wrapper(self, async_fn)
+
+        def __call__(self) -> int:
+            return 1
+
+    assert kind_of(SyncFacade()) is Kind.SYNC
+
+
+def test_a_wrapped_cycle_does_not_loop() -> None:
+    """A ``__wrapped__`` chain that points back at itself stops where it repeats."""
+
+    def looped() -> int:
+        return 1
+
+    looped.__wrapped__ = looped  # type: ignore[attr-defined]  # the cycle under test
+    assert kind_of(looped) is Kind.SYNC
+
+
+def test_the_return_annotation_is_trusted_only_when_it_describes_the_call() -> None:
+    """``-> int`` read through ``__wrapped__`` from a function called differently is dropped (the check stays on)."""
+    assert analyse(_wrap(sync_fn)).returns is int
+    assert analyse(_wrap(async_fn)).returns is int  # awaited, so the annotation is about the awaited value
+
+    class Facade:
+        def __init__(self) -> None:
+            functools.update_wrapper(self, async_fn)
+
+        def __call__(self) -> Any:
+            return async_fn()
+
+    info = analyse(Facade())
+    assert (info.kind, info.returns) == (Kind.SYNC, EMPTY)
