@@ -2,6 +2,7 @@
 
     python benchmarks/run.py            # the full run (a few minutes)
     python benchmarks/run.py --quick    # under a minute: fewer rounds, shorter batches, scaling on di_tasks only
+    python benchmarks/run.py --workloads W6     # only the workloads whose names start so (comma-separated)
 
 Method: one process, one event loop. Each (workload, system) pair gets a batch size calibrated so a batch
 takes about ``--batch-ms``. Every round runs, for each workload, the direct-call floor and then each
@@ -34,6 +35,7 @@ import common  # noqa: E402
 import flush  # noqa: E402
 import shapes  # noqa: E402
 import w1  # noqa: E402
+import w6  # noqa: E402
 
 Run = Callable[[], Awaitable[Any]]
 Check = Callable[[str, Any, int], None]
@@ -162,6 +164,14 @@ def build(quick: bool, only: set[str] | None) -> list[Workload]:
             f"{flush.N_ASYNC} async + {flush.N_SYNC} sync no-op tasks",
             [Cell(s, flush.BUILDERS[s](), check_flush(total)) for s in flush_systems],
             nodes=total,
+        )
+    )
+    w6_systems = [s for s in systems if s in w6.BUILDERS]  # FastAPI and FastDepends cannot bind by type (see w6)
+    out.append(
+        Workload(
+            "W6 defaults + call-scoped generator",
+            "3 params from defaults, 1 bound by type, 1 call-scoped sync-generator dep",
+            [Cell(s, w6.BUILDERS[s](), w6.check) for s in w6_systems],
         )
     )
     scaled = ["direct", "di_tasks"] if quick else [s for s in systems if s not in ("fastapi", "fast-depends")]
@@ -385,17 +395,24 @@ def main() -> int:
     parser.add_argument("--batch-ms", type=float, help="target duration of one batch (default 40, quick 15)")
     parser.add_argument("--only", help="comma-separated systems to compare (direct is always included)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-round shuffle")
+    parser.add_argument(
+        "--workloads", help="comma-separated name prefixes of the workloads to run, e.g. W1,W6 or scale (default all)"
+    )
     args = parser.parse_args()
     rounds = args.rounds or (5 if args.quick else 15)
     batch_s = (args.batch_ms or (15 if args.quick else 40)) / 1000
     only = set(args.only.split(",")) if args.only else None
+    prefixes = tuple(p.strip().lower() for p in args.workloads.split(",")) if args.workloads else ("",)
     start = time.perf_counter()
 
     async def go() -> list[str]:
-        workloads = build(args.quick, only)
+        workloads = [wl for wl in build(args.quick, only) if wl.name.lower().startswith(prefixes)]
+        if not workloads:
+            raise SystemExit(f"no workload's name starts with any of {args.workloads!r}")
         await measure(workloads, rounds, batch_s, args.seed)
         missed = report(workloads, rounds, time.perf_counter() - start, args.quick)
-        await override_check(batch_s, rounds)
+        if any(wl.name.startswith("W1") for wl in workloads):  # the override check measures W1
+            await override_check(batch_s, rounds)
         await concurrency_check()
         return missed
 
