@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import threading
+from contextvars import ContextVar
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 
-from ._errors import ScopeError
+from ._errors import DependencyCycleError, ScopeError
 from ._inspect import Kind
 from ._plan import Step, Teardown
 from ._run import produce, unwind
+
+_creating: ContextVar[frozenset[Any]] = ContextVar("di_tasks.creating", default=frozenset())
+"""The app values the running code is creating: creation calls that reach one of them again are a cycle."""
 
 
 class AppLifetime:
@@ -136,8 +140,11 @@ class AppLifetime:
                 if pending is None:
                     pending = self._pending[step.key] = threading.Event()
                     break
+            if step.key in _creating.get():  # asked for again by its own creation: waiting would never end
+                raise _reentered(step)
             while not pending.is_set():  # noqa: ASYNC110  # the creator may run on another loop: no anyio.Event
                 await anyio.sleep(0.001)
+        token = _creating.set(_creating.get() | {step.key})
         try:
             if step.kind is Kind.ASYNC_GENERATOR:
                 self._claim_for_async_generator(step)
@@ -146,6 +153,16 @@ class AppLifetime:
                 self.cache[step.key] = value
             return value
         finally:
+            _creating.reset(token)
             with self._guard:
                 del self._pending[step.key]
             pending.set()
+
+
+def _reentered(step: Step) -> DependencyCycleError:
+    return DependencyCycleError(
+        f"{step.name} is app-scoped and is needed again while it is being created: creating it calls into the "
+        "container (container.call, an injected function) and reaches it again, which would wait forever. Break "
+        "the loop: pass what the creation needs as a parameter, or create the other value lazily, after startup",
+        path=(*step.path, step.name) if step.path[-1:] != (step.name,) else step.path,
+    )

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any, Final, Literal, Protocol, TypeVar, cast, overload
 
 import anyio
+import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
@@ -20,13 +21,12 @@ from ._execute import execute
 from ._flush import Flusher, InProcessFlusher, TaskChecker
 from ._graph import Graph
 from ._inject import inject
-from ._inspect import qualname
+from ._inspect import Kind, kind_of, qualname
 from ._plan import Plan, Special, register_special
-from ._run import RootThread
 from ._scope import Scope, current_scope
 from ._solver import solve
 from ._tasks import Task, TaskSpec, make_task_spec, set_default_host
-from ._util import in_event_loop
+from ._util import CallableCache, ThreadCall, in_event_loop
 
 T = TypeVar("T")
 logger: Final = logging.getLogger("di_tasks")
@@ -96,14 +96,20 @@ class Container:
         self.task_timeout = task_timeout
         self.task_threads = task_threads
         self.run_tasks_on_error = run_tasks_on_error
-        self.on_task_error = on_task_error
+        self.on_task_error = _checked_hook(on_task_error)
         self.concurrent_resolution = concurrent_resolution
         self._overrides: dict[Any, Callable[..., Any]] = {}
         self._override_stack: list[tuple[object, Any, Callable[..., Any]]] = []
         self._override_key: tuple[tuple[int, int], ...] = ()
-        self._plan_caches: dict[tuple[tuple[int, int], ...], dict[Any, Plan]] = {(): {}}
+        # Plans and task specs are cached per callable, so per-request callables (lambdas, partials, bound methods,
+        # which the docs say work) must not make these caches grow: see CallableCache.
+        self._plan_caches: dict[tuple[tuple[int, int], ...], CallableCache[Any, Plan]] = {(): CallableCache()}
         self._plans = self._plan_caches[()]
-        self._task_specs: dict[Any, TaskSpec] = {}
+        self._task_specs: CallableCache[Any, TaskSpec] = CallableCache()
+        self.shared: set[Any] = set()
+        """The request-scoped dependencies (their callables) that functions decorated with :meth:`inject` ask for.
+        A plan run in a scope made for it alone (``call``, a task's scope) stores only these in the scope's cache:
+        an injected function it calls resolves in that scope and must get the same values; nothing else reads it."""
         self.app = AppLifetime()
         """The app lifetime: app-scoped values and their teardown (see :meth:`__aenter__`)."""
 
@@ -118,11 +124,6 @@ class Container:
         return types.MappingProxyType(self._overrides)
 
     @property
-    def task_checker(self) -> TaskChecker | None:
-        """The flusher's add-time check (its ``check_task``), or ``None`` when it has none."""
-        return self._task_checker
-
-    @property
     def flusher(self) -> Flusher:
         """What happens to a scope's tasks at exit (settable; see :class:`Flusher`)."""
         return self._flusher
@@ -132,7 +133,8 @@ class Container:
         self._flusher = flusher
         # the optional second method of a flusher (see TaskChecker), looked up once
         vets = callable(getattr(flusher, "check_task", None))
-        self._task_checker: TaskChecker | None = cast("TaskChecker", flusher) if vets else None
+        self.task_checker: TaskChecker | None = cast("TaskChecker", flusher) if vets else None
+        """The flusher's add-time check (its ``check_task``), or ``None`` when it has none (follows ``flusher``)."""
 
     # -- solving -------------------------------------------------------------------------------------------
 
@@ -158,15 +160,10 @@ class Container:
             WiringError, DependencyCycleError, ScopeError: as :meth:`solve`.
         """
         key: Any = func if nargs == 0 else (func, nargs)
-        try:
-            return self._plans[key]
-        except KeyError:
-            pass
-        except TypeError:  # an unhashable callable: solved every time, correct but slower
-            return solve(self._overrides, func, nargs)
-        plan = solve(self._overrides, func, nargs)
-        self._plans[key] = plan
-        return plan
+        try:  # the common case, read inline: a fixed function solved before
+            return self._plans.fixed[key]
+        except (KeyError, TypeError):
+            return self._plans.get(key, lambda: solve(self._overrides, func, nargs), func)
 
     def task_spec(self, func: Callable[..., Any], /) -> TaskSpec:
         """What ``add_task`` knows of a task function: its checked signature and its own dependencies (cached).
@@ -174,14 +171,7 @@ class Container:
         Raises:
             TypeError: ``func`` cannot be a background task (see ``BackgroundTasks.add_task``).
         """
-        try:
-            return self._task_specs[func]
-        except KeyError:
-            pass
-        except TypeError:  # unhashable callables are checked every time
-            return make_task_spec(func)
-        spec = self._task_specs[func] = make_task_spec(func)
-        return spec
+        return self._task_specs.get(func, lambda: make_task_spec(func), func)
 
     # -- scopes --------------------------------------------------------------------------------------------
 
@@ -216,7 +206,7 @@ class Container:
             MissingValueError, WiringError, DependencyCycleError, ScopeError: the graph cannot be resolved.
         """
         try:  # the plan cache, read inline: this is every script call's path
-            plan = self._plans[func] if not args else self.plan(func, len(args))
+            plan = self._plans.fixed[func] if not args else self.plan(func, len(args))
         except (KeyError, TypeError):
             plan = self.plan(func, len(args))
         run = plan.run_fresh
@@ -337,7 +327,7 @@ class Container:
     def _set_overrides(self) -> None:
         self._overrides = {target: replacement for _, target, replacement in self._override_stack}
         self._override_key = tuple(sorted((id(k), id(v)) for k, v in self._overrides.items()))
-        self._plans = self._plan_caches.setdefault(self._override_key, {})
+        self._plans = self._plan_caches.setdefault(self._override_key, CallableCache())
 
     # -- tasks ---------------------------------------------------------------------------------------------
 
@@ -386,14 +376,24 @@ class Container:
         """
         values = {**self._values, **arguments} if self._values else arguments
         scope = Scope(self, values)
-        root_thread: RootThread = None
-        if not spec.is_async:  # the task's own body runs in a worker thread under the tasks' limiter
-            root_thread = functools.partial(self.to_thread, abandon_on_cancel=abandon_on_cancel)
+        threads: list[ThreadCall] = []
+
+        async def in_thread(body: Callable[[], Any]) -> Any:  # the task's own body, in the tasks' worker threads
+            call = ThreadCall(body)
+            threads.append(call)
+            return await self.to_thread(call, abandon_on_cancel=abandon_on_cancel)
+
         token = current_scope.set(scope)
         try:
-            result = await execute(self.plan(spec.func), scope, (), values, root_thread=root_thread, fresh=True)
+            result = await execute(
+                self.plan(spec.func), scope, (), values, root_thread=None if spec.is_async else in_thread, fresh=True
+            )
         except BaseException as exc:
             current_scope.reset(token)
+            if threads and threads[0].after(functools.partial(_close_from_thread, scope, exc, spec.name)):
+                # the body's thread was abandoned (a timeout) and still uses the scope's resources: they are torn
+                # down when it returns, not under it
+                raise
             await scope.close(exc)
             raise
         current_scope.reset(token)
@@ -438,8 +438,45 @@ class Container:
             WiringError: ``func`` is a generator function or a class, has ``*args``/``**kwargs``, or its graph
                 cannot be wired; DependencyCycleError and ScopeError likewise: the graph is solved here, once.
         """
-        return inject(self, func)
+        wrapper = inject(self, func)
+        self._share(self.plan(func))
+        return wrapper
+
+    def _share(self, plan: Plan) -> None:
+        """Note the request-scoped dependencies of an injected function; plans compiled for scopes of their own
+        before it was decorated are compiled again, so they store what it may now ask for."""
+        new = {step.key for step in plan.steps if step.request_cached} - self.shared
+        if not new:
+            return
+        self.shared |= new
+        for plans in self._plan_caches.values():
+            for known in plans.values():
+                known.run_fresh = None
 
 
 register_special(Container, Special.CONTAINER)
 set_default_host(Container)
+
+
+def _close_from_thread(scope: Scope, exc: BaseException, name: str) -> None:
+    """In a task's abandoned worker thread, once its body has returned: close the task's scope on the event loop."""
+    try:
+        anyio.from_thread.run(functools.partial(scope.close, exc, raise_task_errors=False))
+    except Exception:  # the loop may be gone (the app shut down): say what was not torn down
+        logger.exception("background task %s: tearing down its scope after its worker thread returned failed", name)
+
+
+def _checked_hook(hook: TaskErrorHook | None) -> TaskErrorHook | None:
+    """Refuse an error hook that could never do its job: not callable, or ``async def`` (it is called from the
+    failing task's own path, synchronously, after the failure was logged)."""
+    if hook is None:
+        return None
+    if not callable(hook):
+        raise TypeError(f"Container(on_task_error=...) takes a function (task, exc) -> None, got {hook!r}")
+    if kind_of(hook) in (Kind.ASYNC, Kind.GENERATOR, Kind.ASYNC_GENERATOR):
+        raise TypeError(
+            f"Container(on_task_error=...) takes a plain function, got the {kind_of(hook).value} {qualname(hook)}: it "
+            "is called synchronously right after the failure is logged, so a coroutine would never be awaited. "
+            "Make it a plain function; for async work, hand the failure to a queue or a task group from it"
+        )
+    return hook

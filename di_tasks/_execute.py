@@ -44,7 +44,7 @@ def execute(
         plan.uses += 1
         if plan.uses < COMPILE_AFTER:
             return interpret(plan, scope, args, values, root_thread)
-        run = compile_plan(plan, fresh=fresh)
+        run = compile_plan(plan, fresh=fresh, shared=scope.container.shared)
         if fresh:
             plan.run_fresh = run
         else:

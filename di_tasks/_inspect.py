@@ -248,8 +248,11 @@ def _marker_in(metadata: list[Any], name: str, owner: str) -> Dependency | None:
 
 
 def _signature(call: Callable[..., Any], owner: str) -> inspect.Signature:
+    # A parametrised generic class (``Repo[int]``) is called as its class is: read the class's signature, not the
+    # alias's ``(*args, **kwargs)``.
+    origin = get_origin(call)
     try:
-        return inspect.signature(call, eval_str=True)
+        return inspect.signature(origin if inspect.isclass(origin) else call, eval_str=True)
     except (NameError, SyntaxError) as exc:
         raise WiringError(
             f"cannot evaluate the annotations of {owner}: {exc}. Forward references must name something "

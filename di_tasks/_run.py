@@ -40,7 +40,9 @@ callable taking a no-argument function, or ``None`` to call it inline."""
 
 def missing_value(need: ValueNeed) -> MissingValueError:
     """The error for a value found by no name, no bound type and no default."""
-    bindable = isinstance(need.annotation, type) and need.annotation.__module__ != "builtins"
+    bindable = (
+        isinstance(need.annotation, type) and need.annotation.__module__ != "builtins" and need.annotation is not EMPTY
+    )
     hint = f"{need.annotation.__name__} " if bindable else ""
     return MissingValueError(
         f"no value for parameter {need.name!r} of {need.function}: it has no Depends marker, no default, and no "

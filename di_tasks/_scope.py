@@ -165,27 +165,32 @@ class Scope:
                 self._collector.close()
         if error is not None and error is not exc:
             raise error
-        if exc is None and raise_task_errors:
+        if exc is None and raise_task_errors and self._collector is not None:
             self._raise_task_errors()
 
     async def _exit(self, exc: BaseException | None) -> BaseException | None:
         """The exit order, step for step as the README lists it; returns the error to raise afterwards."""
-        cancelled = anyio.get_cancelled_exc_class()
-        if isinstance(exc, cancelled):  # a cancelled body: no task runs, teardowns run to completion
+        if exc is not None and isinstance(exc, anyio.get_cancelled_exc_class()):
+            # a cancelled body: no task runs, teardowns run to completion
             return await self._abandon(exc, "the scope's body was cancelled")
         escaped: list[BaseException] = []  # what a task or the flusher let through (KeyboardInterrupt, SystemExit)
         try:
             # 1. the body has returned, or raised ``exc`` (for ASGI: the response has been sent).
             # 2. call-scoped dependencies were torn down when the call returned (``_run.end_call``).
             # 3. the tasks are flushed, so a task may still use request-scoped resources (a DB session).
-            await self._flush(exc, escaped)
+            if self._collector is not None:
+                await self._flush(exc, escaped)
             # 4. request-scoped dependencies are torn down, last-in first-out.
-            error = await unwind(self.exit_stack, exc) if self.exit_stack else exc
-            if isinstance(error, cancelled) and error is not exc:  # cancelled while tearing down
-                return await self._abandon(error, "the scope was cancelled while exiting")
-            # 5. tasks added during teardown are flushed too (and after this, adding one is an error).
-            await self._flush(exc, escaped)
-        except cancelled as stopped:  # cancelled from outside while flushing (a shutdown, a deadline)
+            if self.exit_stack:
+                error = await unwind(self.exit_stack, exc)
+                if error is not exc and isinstance(error, anyio.get_cancelled_exc_class()):  # cancelled in teardown
+                    return await self._abandon(error, "the scope was cancelled while exiting")
+                # 5. tasks added during teardown are flushed too (and after this, adding one is an error).
+                if self._collector is not None:
+                    await self._flush(exc, escaped)
+            else:
+                error = exc
+        except anyio.get_cancelled_exc_class() as stopped:  # cancelled from outside while flushing (a shutdown)
             await self._abandon(stopped, "the scope was cancelled while exiting")
             raise
         # what escaped the flush propagates now that every task was run or logged and every teardown ran
@@ -220,10 +225,8 @@ class Scope:
         tasks on error. What escapes the flusher is kept in ``escaped``, and the batch's tasks it did not get to
         are logged by name."""
         collector = self._collector
-        if collector is None:
-            return
-        while len(collector):
-            batch = collector.take()
+        assert collector is not None  # checked by the caller, not user input
+        while batch := collector.take():
             if escaped:
                 self._skip(batch, f"background task(s) not run because {type(escaped[0]).__name__} stopped the flush")
             elif exc is not None and not self.container.run_tasks_on_error:

@@ -22,6 +22,7 @@ from ._inspect import (
 )
 from ._markers import Dependency, Lifetime
 from ._plan import FromScope, FromStep, FromValue, Plan, Source, Special, Step, special_of
+from ._util import Same
 
 _VAR_KINDS = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -45,7 +46,7 @@ def solve(overrides: Mapping[Any, Callable[..., Any]], func: Callable[..., Any],
 
 
 def _bound_type(annotation: Any) -> type | None:
-    if isinstance(annotation, type) and annotation.__module__ != "builtins":
+    if isinstance(annotation, type) and annotation.__module__ != "builtins" and annotation is not EMPTY:
         return annotation
     return None  # builtins and non-class annotations are never looked up by type
 
@@ -129,7 +130,8 @@ class Solver:
         if step.app_cached and self._overrides and self._touched(node):
             # An app value built from an override must not be served once the override is gone (nor a value
             # built before it while it is active): it gets a key of its own for this set of overrides.
-            step.key = (step.key, tuple(sorted((id(k), id(v)) for k, v in self._overrides.items())))
+            overrides = sorted(self._overrides.items(), key=lambda kv: (id(kv[0]), id(kv[1])))
+            step.key = (step.key, tuple((Same(k), Same(v)) for k, v in overrides))
         self._steps.append(step)
         self._nodes.append(node)
         return slot, node

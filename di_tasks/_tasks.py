@@ -17,8 +17,8 @@ from ._errors import ScopeError, WiringError
 from ._flush import Flusher, TaskChecker
 from ._inspect import EMPTY, Kind, kind_of, qualname
 from ._plan import Plan
-from ._solver import Solver
-from ._util import cancelled_from_outside
+from ._solver import solve
+from ._util import ThreadCall, cancelled_from_outside, leave_event_loop
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -129,7 +129,7 @@ def make_task_spec(func: Callable[..., Any]) -> TaskSpec:
     """
     _vet_task_function(func)
     try:
-        plan = Solver({}).solve(func, 0)
+        plan = solve({}, func, 0)
     except WiringError as exc:
         raise TypeError(f"add_task({qualname(func)}, ...): {exc}") from exc
     signature = inspect.signature(func)  # the solver read it already, so this cannot fail
@@ -445,14 +445,28 @@ class Task:
             )
         if spec.is_async:
             return await run_in_context(self._context, self._context.run(self.func, *self.args, **self.kwargs))
-        return await self._host.to_thread(
-            _call_in, self._context, self.func, self.args, self.kwargs, abandon_on_cancel=abandon
+        call = ThreadCall(_call_in, self._context, self.func, self.args, self.kwargs)
+        try:
+            return await self._host.to_thread(call, abandon_on_cancel=abandon)
+        except anyio.get_cancelled_exc_class():
+            if abandon and call.after(self._log_late_return):
+                logger.warning(
+                    "background task %s runs in a worker thread, which cannot be interrupted: it goes on after "
+                    "being stopped, and its return will be logged",
+                    self.display_name,
+                )
+            raise
+
+    def _log_late_return(self) -> None:
+        logger.warning(
+            "background task %s: its worker thread, stopped waiting for earlier, returned", self.display_name
         )
 
 
 def _call_in(
     context: contextvars.Context, func: Callable[..., T], args: tuple[Any, ...], kwargs: Mapping[str, Any]
 ) -> T:
+    leave_event_loop(context)  # this worker thread runs no event loop (code in it may start one: anyio.run)
     result: Any = context.run(func, *args, **kwargs)
     if type(result) is types.CoroutineType:  # e.g. add_task(lambda: send()): never awaited, a silent no-op
         result.close()

@@ -377,3 +377,56 @@ def test_a_task_argument_mismatch_names_the_function() -> None:
         collector.add_task(notify, 1, 2)  # type: ignore[call-arg]  # the mistake under test
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'z'"):
         collector.add_task(_base, 1, z=2)  # type: ignore[call-arg]  # the mistake under test
+
+
+def test_an_unannotated_parameter_is_named_without_a_type() -> None:
+    """A parameter with no annotation, no default and no value: the message has no internal type name."""
+    from di_tasks import MissingValueError
+
+    def needs(user):  # type: ignore[no-untyped-def]  # unannotated on purpose  # pyright: ignore[reportMissingParameterType]
+        return None
+
+    with pytest.raises(MissingValueError, match=r"no value for parameter 'user' of .*needs: it has no Depends") as info:
+        Container().run(needs)  # pyright: ignore[reportUnknownArgumentType]  # unannotated on purpose
+    assert "_empty" not in str(info.value)
+
+
+def test_a_task_with_a_graph_too_deep_to_walk_fails_at_add_task() -> None:
+    """add_task of a function whose graph is deeper than the recursion limit: TypeError with the fix, no
+    RecursionError."""
+    import sys
+
+    from di_tasks import BackgroundTasks, Depends
+
+    funcs: list[Any] = [lambda: 0]
+    for _ in range(sys.getrecursionlimit()):
+        prev = funcs[-1]
+
+        def nxt(x: int = Depends(prev)) -> int:
+            return x
+
+        funcs.append(nxt)
+
+    async def endpoint(tasks: BackgroundTasks) -> None:
+        tasks.add_task(funcs[-1])
+
+    with pytest.raises(TypeError, match=r"add_task\(.*\): the dependency graph of .* is deeper than"):
+        Container().run(endpoint)
+
+
+def test_a_parametrised_generic_class_is_read_as_its_class() -> None:
+    """Depends(Repo[int]) is called as Repo is: its parameters are Repo's, not the alias's *args."""
+    from typing import Annotated, Generic, TypeVar
+
+    from di_tasks import Depends
+
+    t = TypeVar("t")
+
+    class Repo(Generic[t]):
+        def __init__(self, table: str = "users") -> None:
+            self.table = table
+
+    def use(repo: Annotated[Any, Depends(Repo[int])]) -> str:
+        return str(repo.table)
+
+    assert Container().run(use) == "users"

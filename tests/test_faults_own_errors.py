@@ -16,7 +16,15 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from di_tasks import BackgroundTaskError, BackgroundTasks, Container, Depends, InProcessFlusher, TaskState
+from di_tasks import (
+    BackgroundTaskError,
+    BackgroundTasks,
+    Container,
+    DependencyCycleError,
+    Depends,
+    InProcessFlusher,
+    TaskState,
+)
 from di_tasks.asgi import ScopeMiddleware
 
 pytestmark = pytest.mark.anyio
@@ -232,3 +240,91 @@ def test_every_run_makes_its_scope_current_for_injected_helpers() -> None:
         assert container.run(checkout) == "ok"
         events.append(list(log))
     assert events == [["checkout returned", "task ran"]] * 5
+
+
+async def test_an_app_value_whose_creation_reaches_itself_is_a_cycle() -> None:
+    """An app-scoped dependency whose creation calls the container and needs itself again: DependencyCycleError
+    with the path, instead of waiting forever."""
+    container = Container()
+
+    async def pool() -> str:
+        return await container.call(warm_up)
+
+    async def warm_up(p: Annotated[str, Depends(pool, scope="app")]) -> str:
+        return p  # pragma: no cover  # never reached: its own dependency is being created
+
+    async with container:
+        with anyio.fail_after(3), pytest.raises(DependencyCycleError, match=r"pool is app-scoped and is needed again"):
+            await container.call(warm_up)
+        # nothing is left half-made: the next try fails the same way, at once
+        with anyio.fail_after(3), pytest.raises(DependencyCycleError, match="needed again while it is being created"):
+            await container.call(warm_up)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_timed_out_sync_task_keeps_its_session_until_its_thread_returns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A sync task with a dependency, past its timeout: its session is closed only once its thread returned."""
+    import threading
+
+    events: list[str] = []
+    release = threading.Event()
+    returned = threading.Event()
+
+    class Session:
+        closed = False
+
+    def session() -> Iterator[Session]:
+        s = Session()
+        try:
+            yield s
+        finally:  # the task was stopped: the teardown sees that error thrown in
+            s.closed = True
+            events.append("session closed")
+            returned.set()
+
+    def slow(report: str, s: Session = Depends(session)) -> None:
+        release.wait(5)
+        events.append(f"closed={s.closed} inside the task")
+
+    async def endpoint(tasks: BackgroundTasks) -> None:
+        tasks.add_task(slow, "r")
+
+    container = Container(task_timeout=0.1)
+    with pytest.raises(BackgroundTaskError, match="1 background task"):
+        await container.call(endpoint)
+    assert events == []  # the thread is still running: its session is still open
+    release.set()
+    await anyio.to_thread.run_sync(returned.wait, 5)
+    assert events == ["closed=False inside the task", "session closed"]
+
+
+def test_a_sync_task_can_run_an_event_loop_of_its_own() -> None:
+    """Inside a sync task's worker thread no event loop runs, so Container.run works there (as in
+    anyio.to_thread.run_sync)."""
+    container = Container()
+    results: list[int] = []
+
+    async def inner() -> int:
+        return 42
+
+    def sync_task() -> None:
+        results.append(Container().run(inner))
+
+    async def endpoint(tasks: BackgroundTasks) -> None:
+        tasks.add_task(sync_task)
+
+    container.run(endpoint)
+    assert results == [42]
+
+
+def test_an_async_or_uncallable_error_hook_is_refused() -> None:
+    """on_task_error must be a plain function: an async one (never awaited) and a non-callable are refused."""
+
+    async def hook(task: object, exc: BaseException) -> None: ...
+
+    with pytest.raises(TypeError, match=r"takes a plain function, got the async .*hook"):
+        Container(on_task_error=hook)
+    with pytest.raises(TypeError, match="takes a function \\(task, exc\\) -> None, got 'not a function'"):
+        Container(on_task_error="not a function")  # type: ignore[arg-type]  # the mistake under test
