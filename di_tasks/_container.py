@@ -171,7 +171,10 @@ class Container:
         Raises:
             TypeError: ``func`` cannot be a background task (see ``BackgroundTasks.add_task``).
         """
-        return self._task_specs.get(func, lambda: make_task_spec(func), func)
+        try:  # the common case, read inline: add_task is on every request's path
+            return self._task_specs.fixed[func]
+        except (KeyError, TypeError):
+            return self._task_specs.get(func, lambda: make_task_spec(func), func)
 
     # -- scopes --------------------------------------------------------------------------------------------
 
