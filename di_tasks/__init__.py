@@ -24,6 +24,7 @@ from ._markers import ScopeName as ScopeName
 from ._scope import Scope as Scope
 from ._tasks import BackgroundTasks as BackgroundTasks
 from ._tasks import Task as Task
+from ._tasks import TaskObserver as TaskObserver
 from ._tasks import TaskState as TaskState
 
 __all__ = (
@@ -46,6 +47,7 @@ __all__ = (
     "Task",
     "TaskChecker",
     "TaskErrorHook",
+    "TaskObserver",
     "TaskState",
     "ValueNeed",
     "WiringError",

@@ -25,7 +25,7 @@ from ._inspect import Kind, kind_of, qualname
 from ._plan import Plan, Special, register_special
 from ._scope import Scope, current_scope
 from ._solver import solve
-from ._tasks import Task, TaskSpec, make_task_spec, set_default_host
+from ._tasks import Task, TaskObserver, TaskSpec, make_task_spec, set_default_host
 from ._util import CallableCache, ThreadCall, in_event_loop
 
 T = TypeVar("T")
@@ -63,6 +63,7 @@ class Container:
         run_tasks_on_error: bool = False,
         on_task_error: TaskErrorHook | None = None,
         concurrent_resolution: bool = False,
+        task_observer: TaskObserver | None = None,
     ) -> None:
         """Make a container.
 
@@ -78,6 +79,7 @@ class Container:
             concurrent_resolution: resolve independent async dependencies of a call concurrently, in child
                 tasks (a shared dependency is still computed once; the first failure cancels the others).
                 Off by default: a context variable set by a dependency is then not seen by the function.
+            task_observer: watches each task run (tracing, metrics: see ``di_tasks.otel``); ``None`` costs nothing.
 
         Raises:
             ValueError: a count below 1, a negative timeout, or ``task_concurrency`` with a flusher of your own.
@@ -98,6 +100,9 @@ class Container:
         self.run_tasks_on_error = run_tasks_on_error
         self.on_task_error = _checked_hook(on_task_error)
         self.concurrent_resolution = concurrent_resolution
+        self.task_observer = task_observer
+        self.task_failures = 0
+        """How many tasks of this container have failed so far (each ``Task.fail``)."""
         self._overrides: dict[Any, Callable[..., Any]] = {}
         self._override_stack: list[tuple[object, Any, Callable[..., Any]]] = []
         self._override_key: tuple[tuple[int, int], ...] = ()
@@ -406,12 +411,21 @@ class Container:
     def report_task_error(self, task: Task, exc: BaseException, /) -> None:
         """Pass a task's failure to the ``on_task_error`` hook (``Task.fail`` logs it and calls this); a hook that
         raises is logged, never allowed to hide the task's own failure."""
+        self.task_failures += 1
         if self.on_task_error is None:
             return
         try:
-            self.on_task_error(task, exc)
+            returned = self.on_task_error(task, exc)
         except Exception:  # a broken hook must not hide the task's own failure
             logger.exception("the on_task_error hook raised while reporting background task %s", task.name)
+            return
+        if type(returned) is types.CoroutineType:  # a callable instance with an async __call__: never awaited
+            returned.close()
+            logger.error(
+                "the on_task_error hook returned a coroutine, which is never awaited, while reporting background "
+                "task %s; make the hook a plain function",
+                task.name,
+            )
 
     # -- injection -----------------------------------------------------------------------------------------
 

@@ -157,6 +157,7 @@ class Scope:
         if (exc is None and self.close_if_idle()) or self._state != _OPEN:
             return
         self._state = _CLOSING
+        failures = self.container.task_failures
         try:
             error = await self._exit(exc)
         finally:
@@ -165,7 +166,7 @@ class Scope:
                 self._collector.close()
         if error is not None and error is not exc:
             raise error
-        if exc is None and raise_task_errors and self._collector is not None:
+        if exc is None and raise_task_errors and self.container.task_failures != failures:  # a task failed
             self._raise_task_errors()
 
     async def _exit(self, exc: BaseException | None) -> BaseException | None:

@@ -48,6 +48,11 @@ class TaskHost(Protocol):
         """What happens to a scope's tasks at exit."""
         ...
 
+    @property
+    def task_observer(self) -> TaskObserver | None:
+        """What watches tasks run (tracing, metrics), if anything."""
+        ...
+
     def task_spec(self, func: Callable[..., Any], /) -> TaskSpec:
         """What ``add_task`` knows of ``func`` (cached)."""
         ...
@@ -62,6 +67,17 @@ class TaskHost(Protocol):
 
     def report_task_error(self, task: Task, exc: BaseException, /) -> None:
         """Pass a failure to the error hook."""
+        ...
+
+
+class TaskObserver(Protocol):
+    """Watches tasks run, for tracing and metrics: ``Container(task_observer=...)`` (see ``di_tasks.otel``).
+
+    Called in the flusher's task, before the task's own code, so it can make a span current in ``task.context``.
+    """
+
+    def task_started(self, task: Task, /) -> Callable[[], object] | None:
+        """A task starts running; return what to call once it has finished (its state final), or ``None``."""
         ...
 
 
@@ -85,7 +101,7 @@ class TaskSpec:
         signature: the parameters a caller passes (injected ones removed), or ``None`` when unreadable.
     """
 
-    __slots__ = ("func", "is_async", "name", "npos", "plan", "signature", "simple")
+    __slots__ = ("direct", "func", "is_async", "name", "npos", "plan", "signature")
 
     def __init__(self, func: Callable[..., Any], plan: Plan | None, signature: inspect.Signature | None) -> None:
         self.func = func
@@ -93,13 +109,16 @@ class TaskSpec:
         self.plan = plan
         self.is_async = kind_of(func) is Kind.ASYNC
         self.signature = signature
-        # The common case, a function with plain positional parameters and no defaults, is checked by
-        # counting instead of a full Signature.bind.
-        self.simple = signature is not None and all(
+        # The common case, a function with plain positional parameters and no defaults, is checked by counting
+        # (``npos`` positional arguments and no keyword) instead of a full Signature.bind; -1 when it cannot be.
+        simple = signature is not None and all(
             p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is EMPTY
             for p in signature.parameters.values()
         )
-        self.npos = len(signature.parameters) if signature is not None else -1
+        self.npos = len(signature.parameters) if simple and signature is not None else -1
+        # An ``async def`` function without dependencies: calling it only makes its coroutine (no code of the task
+        # runs), so a task of it is driven straight in its context, with no frame in between.
+        self.direct = plan is None and _makes_coroutine(func)
 
     def check(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Bind the arguments to the signature, raising ``TypeError`` that names the function.
@@ -118,6 +137,12 @@ class TaskSpec:
             raise TypeError(
                 f"add_task({self.name}, ...): {exc}; the arguments must fit {self.name}{self.signature}{injected}"
             ) from None
+
+
+def _makes_coroutine(func: Callable[..., Any]) -> bool:
+    """Whether calling ``func`` only creates a coroutine: a plain ``async def`` function (not a wrapper that could
+    run code first)."""
+    return isinstance(func, types.FunctionType) and bool(func.__code__.co_flags & inspect.CO_COROUTINE)
 
 
 def make_task_spec(func: Callable[..., Any]) -> TaskSpec:
@@ -276,6 +301,8 @@ class Task:
         spec: TaskSpec,
         container: TaskHost,
         context: contextvars.Context,
+        label: str | None = None,
+        values: dict[str, Any] | None = None,
     ) -> None:
         self.func = func
         self.args = args
@@ -285,9 +312,9 @@ class Task:
         self.exception: BaseException | None = None
         self.timeout: float | None = container.task_timeout
         self.options: dict[str, Any] | None = None
-        self.label: str | None = None
+        self.label = label
         self._spec = spec
-        self._values: dict[str, Any] | None = None  # the arguments by name, when add_task had to bind them
+        self._values = values  # the arguments by name, when add_task had to bind them
         self._host = container
         self._context = context
         self._done: anyio.Event | None = None  # made on first wait(): Event() needs a running loop
@@ -386,21 +413,21 @@ class Task:
         if self.state is not _PENDING:
             return
         self.state = _RUNNING
+        observer = self._host.task_observer
+        finished = None if observer is None else observer.task_started(self)
         deadline: anyio.CancelScope | None = None
         try:
-            if self.timeout is None:
-                spec = self._spec
-                if spec.plan is None and spec.is_async:  # the common case, without the frame of _invoke
-                    context = self._context
-                    coro = context.run(self.func, *self.args, **self.kwargs)
-                    try:  # the first step here: a task that never suspends needs no driving generator
-                        yielded = context.run(coro.send, None)
-                    except StopIteration as stop:
-                        self.result = stop.value
-                    else:
-                        self.result = await resume_in_context(context, coro, yielded)
+            if self.timeout is None and self._spec.direct:  # the common case: step the coroutine here, in its context
+                context = self._context
+                coro = self.func(*self.args, **self.kwargs)
+                try:  # the first step: a task that never suspends needs no driving generator
+                    yielded = context.run(coro.send, None)
+                except StopIteration as stop:
+                    self.result = stop.value
                 else:
-                    self.result = await self._invoke(abandon=False)
+                    self.result = await resume_in_context(context, coro, yielded)
+            elif self.timeout is None:
+                self.result = await self._invoke(abandon=False)
             else:
                 with anyio.fail_after(self.timeout) as deadline:
                     self.result = await self._invoke(abandon=True)
@@ -414,7 +441,13 @@ class Task:
             self.fail(exc, f"raised {type(exc).__name__}, which stops the flush")
             raise
         else:
-            self._finish(_SUCCEEDED)
+            self.state = _SUCCEEDED
+            self._context = _DONE_CONTEXT  # see _finish
+            if self._done is not None:
+                self._done.set()
+        finally:
+            if finished is not None:
+                finished()
 
     async def _cancelled(self, cancelled: BaseException) -> bool:
         """Record a cancellation error; whether it came from outside (then it is re-raised) or is the task's own
@@ -532,15 +565,12 @@ class BackgroundTasks:
             )
         container = self._host
         spec = container.task_spec(func)
-        values = None
-        if not (spec.simple and not kwargs and len(args) == spec.npos):  # plain positional calls checked by counting
-            values = spec.check(args, kwargs)  # raises the precise TypeError
+        # plain positional calls are checked by counting; anything else is bound, which explains a mistake
+        values = None if (len(args) == spec.npos and not kwargs) else spec.check(args, kwargs)
         checker = container.task_checker
         if checker is not None:
             checker.check_task(func, args, kwargs)
-        task = Task(func, args, kwargs, spec, container, contextvars.copy_context())
-        task._values = values
-        task.label = self.label
+        task = Task(func, args, kwargs, spec, container, contextvars.copy_context(), self.label, values)
         self._tasks.append(task)
         return task
 

@@ -493,3 +493,49 @@ async def test_only_a_handed_off_task_can_be_reopened() -> None:
         await task.run()
         assert task.done
         assert task.exception is None
+
+
+async def test_a_task_observer_sees_each_task_start_and_finish() -> None:
+    """Container(task_observer=...) is told when each task starts, and its callback runs once the state is final."""
+    seen: list[tuple[str, str]] = []
+
+    class Recorder:
+        def task_started(self, task: Task, /) -> Any:
+            seen.append(("started", task.state.value))
+            return lambda: seen.append(("finished", task.state.value))
+
+    async def ok() -> None: ...
+
+    async def fails() -> None:
+        raise ValueError("boom")
+
+    async def endpoint(tasks: BackgroundTasks) -> None:
+        tasks.add_task(ok)
+        tasks.add_task(fails)
+
+    with pytest.raises(BackgroundTaskError, match="1 background task"):
+        await Container(task_observer=Recorder()).call(endpoint)
+    assert seen == [("started", "running"), ("finished", "succeeded"), ("started", "running"), ("finished", "failed")]
+
+
+async def test_a_sync_wrapper_around_an_async_task_runs_in_the_tasks_context() -> None:
+    """A task function that is a plain wrapper returning a coroutine is called in the context add_task saw."""
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    seen: list[str] = []
+
+    async def inner() -> None:
+        seen.append(var.get())
+
+    @functools.wraps(inner)
+    def wrapper() -> Any:
+        seen.append(var.get())
+        return inner()
+
+    async def endpoint(tasks: BackgroundTasks) -> None:
+        var.set("request")
+        tasks.add_task(wrapper)
+
+    await Container().call(endpoint)
+    assert seen == ["request", "request"]
