@@ -34,6 +34,7 @@ sys.setrecursionlimit(20_000)  # the peers (and di_tasks' solver) recurse once o
 import common  # noqa: E402
 import flush  # noqa: E402
 import shapes  # noqa: E402
+import task_path  # noqa: E402
 import w1  # noqa: E402
 import w6  # noqa: E402
 
@@ -129,12 +130,13 @@ async def calibrate(cell: Cell, workload: str, batch_s: float) -> None:
 def build(quick: bool, only: set[str] | None) -> list[Workload]:
     """Make every workload's cells, floors first."""
     systems = [s for s in ("direct", "di_tasks", *PEERS) if only is None or s in only or s == "direct"]
+    w1_systems = ["direct", "starlette", *systems[1:]]  # starlette: the floor written with Starlette's collector
     out: list[Workload] = []
     out.append(
         Workload(
             "W1 request graph",
             "8 deps, depth 3, shared deps, 1 async-gen teardown, 3 tasks",
-            [Cell(s, w1.BUILDERS[s](), check_w1) for s in systems],
+            [Cell(s, w1.BUILDERS[s](), check_w1) for s in w1_systems],
         )
     )
     out.append(
@@ -174,6 +176,15 @@ def build(quick: bool, only: set[str] | None) -> list[Workload]:
             [Cell(s, w6.BUILDERS[s](), w6.check) for s in w6_systems],
         )
     )
+    for row, n, is_async in task_path.ROWS:
+        out.append(
+            Workload(
+                f"W7 tasks: {row}",
+                f"a scope whose collector gets {max(n, 0)} no-op {'async' if is_async else 'sync'} task(s)",
+                [Cell(s, task_path.BUILDERS[s](n, is_async), task_path.check(n)) for s in ("starlette", "di_tasks")],
+                nodes=max(n, 0),
+            )
+        )
     scaled = ["direct", "di_tasks"] if quick else [s for s in systems if s not in ("fastapi", "fast-depends")]
     for shape in ("wide", "deep"):
         for n in (10, 100, 1000):
@@ -288,8 +299,15 @@ def report(workloads: list[Workload], rounds: int, elapsed: float, quick: bool) 
             line += f" (target <= {TARGETS[wl.name]}x: {'met' if ok else 'MISSED'})"
             if not ok:
                 missed.append(wl.name)
-        if wl.name.startswith("W4"):
-            peers.pop("starlette", None)  # the floor of W4, not a peer
+        if wl.name.startswith(("W1", "W4")):
+            peers.pop("starlette", None)  # hand-written with Starlette's collector: a floor, not a peer
+        if wl.name.startswith("W1") and "starlette" in ratios:
+            over = mine / ratios["starlette"]
+            line += f"; vs hand-written with Starlette's BackgroundTasks {over:.2f}x (target <= 1.35x)"
+            if over > 1.35:
+                missed.append(f"{wl.name} vs hand-written Starlette")
+        if wl.name.startswith("W7"):
+            continue  # summarised per task below
         if peers and not wl.name.startswith("W5"):
             best = min(peers, key=lambda s: peers[s])
             wins = mine < peers[best]
@@ -307,6 +325,7 @@ def report(workloads: list[Workload], rounds: int, elapsed: float, quick: bool) 
             if per_task > 1.0:
                 missed.append(f"{wl.name} vs starlette")
         print(line)
+    _report_task_path(workloads, missed)
     for shape in ("wide", "deep"):
         per_node: dict[int, float] = {}
         for wl in workloads:
@@ -320,6 +339,33 @@ def report(workloads: list[Workload], rounds: int, elapsed: float, quick: bool) 
                 f"  scaling {shape}, di_tasks time per node: {steps}; 1000 vs 100 nodes: {growth:.2f}x (flat = linear)"
             )
     return missed
+
+
+def _report_task_path(workloads: list[Workload], missed: list[str]) -> None:
+    """W7: the cost of a collector with no task, and of each task, for di_tasks and Starlette's collector."""
+    times = {
+        (wl.name.removeprefix("W7 tasks: "), c.system): statistics.median(c.times)
+        for wl in workloads
+        if wl.name.startswith("W7")
+        for c in wl.cells
+    }
+    if ("bare call", "di_tasks") not in times or ("0 tasks", "di_tasks") not in times:
+        return
+    collector = times[("0 tasks", "di_tasks")] - times[("bare call", "di_tasks")]
+    print(f"  W7 a collector that receives no task, over a bare call: {fmt_time(collector)} (target <= 1.00 µs)")
+    if collector > 1e-6:
+        missed.append("W7 collector")
+    for row, n, _ in task_path.ROWS:
+        if n <= 0 or (row, "di_tasks") not in times:
+            continue
+        mine = (times[(row, "di_tasks")] - times[("0 tasks", "di_tasks")]) / n
+        theirs = (times[(row, "starlette")] - times[("0 tasks", "starlette")]) / n
+        line = f"  W7 per task, {row}: di_tasks {fmt_time(mine)}, Starlette {fmt_time(theirs)}"
+        if row.endswith("async"):
+            line += " (target <= 1.00 µs)"
+            if mine > 1e-6:
+                missed.append(f"W7 per task {row}")
+        print(line)
 
 
 async def override_check(batch_s: float, rounds: int) -> None:
