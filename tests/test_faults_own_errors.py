@@ -3,7 +3,7 @@ fail that task only; the other tasks still run or are logged by name, every tear
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 import anyio
@@ -328,3 +328,59 @@ def test_an_async_or_uncallable_error_hook_is_refused() -> None:
         Container(on_task_error=hook)
     with pytest.raises(TypeError, match="takes a function \\(task, exc\\) -> None, got 'not a function'"):
         Container(on_task_error="not a function")  # type: ignore[arg-type]  # the mistake under test
+
+
+async def test_a_cancellation_during_a_teardown_lets_the_later_teardowns_run(caplog: pytest.LogCaptureFixture) -> None:
+    """Cancelled while a request-scoped teardown awaits: every teardown after it still runs, one WARNING names the
+    one that was cut, and the cancellation propagates."""
+    log: list[str] = []
+
+    async def pool_connection() -> AsyncIterator[str]:
+        yield "connection"
+        log.append("connection returned to the pool")
+
+    async def transaction(c: Annotated[str, Depends(pool_connection)]) -> AsyncIterator[str]:
+        yield "tx"
+        log.append("transaction committed")
+
+    async def audit(t: Annotated[str, Depends(transaction)]) -> AsyncIterator[None]:
+        yield
+        await anyio.sleep(5)  # the cancellation arrives here
+        log.append("audit flushed")  # pragma: no cover  # cut by the cancellation
+
+    async def endpoint(a: Annotated[None, Depends(audit)]) -> str:
+        return "ok"
+
+    with caplog.at_level(logging.WARNING, logger="di_tasks"), anyio.move_on_after(0.2) as deadline:
+        await Container().call(endpoint)
+    assert deadline.cancelled_caught
+    assert log == ["transaction committed", "connection returned to the pool"]
+    assert "the teardown of" in caplog.text
+    assert "audit was cancelled; 2 teardown(s) after it ran shielded" in caplog.text
+
+
+async def test_a_cancelled_body_runs_no_task_even_with_run_tasks_on_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A body cancelled by a deadline: no task is run (a stuck one would hang the caller), each is logged as
+    cancelled, teardowns run, and the caller gets control back at its deadline."""
+    log: list[str] = []
+
+    def session() -> Iterator[str]:
+        try:
+            yield "s"
+        finally:  # the body's cancellation is thrown in at the yield
+            log.append("session closed")
+
+    async def stuck() -> None:
+        await anyio.sleep(3)  # pragma: no cover  # never started
+
+    async def endpoint(tasks: BackgroundTasks, s: Annotated[str, Depends(session)]) -> None:
+        tasks.add_task(stuck)
+        await anyio.sleep(5)
+
+    with caplog.at_level(logging.WARNING, logger="di_tasks"):
+        start = anyio.current_time()
+        with anyio.move_on_after(0.1):
+            await Container(run_tasks_on_error=True).call(endpoint)
+        assert anyio.current_time() - start < 1
+    assert log == ["session closed"]
+    assert "1 background task(s) not run because the scope's body was cancelled" in caplog.text
