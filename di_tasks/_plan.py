@@ -93,24 +93,24 @@ class Step:
         check: bool = True,
         path: tuple[str, ...] = (),
     ) -> None:
-        self.call = call
-        self.kind = kind
+        self.call: Callable[..., Any] = call
+        self.kind: Kind = kind
         # where its value is cached (nowhere for call-scoped steps) and which exit tears a generator down
-        self.lifetime = lifetime
-        self.request_cached = cached and lifetime is Lifetime.REQUEST
-        self.app_cached = cached and lifetime is Lifetime.APP
-        self.generator = kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR)
-        self.slot = slot
-        self.pos = pos
-        self.kw = kw
-        self.to_thread = to_thread
-        self.name = name
-        self.path = path  # from the root to this step, for the errors raised while it runs
+        self.lifetime: Lifetime = lifetime
+        self.request_cached: bool = cached and lifetime is Lifetime.REQUEST
+        self.app_cached: bool = cached and lifetime is Lifetime.APP
+        self.generator: bool = kind in (Kind.GENERATOR, Kind.ASYNC_GENERATOR)
+        self.slot: int = slot
+        self.pos: tuple[Source, ...] = pos
+        self.kw: tuple[tuple[str, Source], ...] = kw
+        self.to_thread: bool = to_thread
+        self.name: str = name
+        self.path: tuple[str, ...] = path  # from the root to this step, for the errors raised while it runs
         # whether a sync call's result must be checked for a coroutine (see ``_inspect.surely_not_awaitable``)
-        self.check = check
+        self.check: bool = check
         # How many leading ``kw`` entries may be passed positionally. A compiled plan does: CPython matches
         # keyword arguments by a scan per parameter, so a call with many of them costs quadratic time.
-        self.kwpos = kwpos
+        self.kwpos: int = kwpos
         try:
             hash(call)
         except TypeError:  # an unhashable callable instance: cached by identity (plans keep it alive)
@@ -145,18 +145,18 @@ class Plan:
     )  # fmt: skip
 
     def __init__(self, steps: tuple[Step, ...], graph: Graph, nargs: int) -> None:
-        self.steps = steps
-        self.graph = graph
-        self.nargs = nargs
+        self.steps: tuple[Step, ...] = steps
+        self.graph: Graph = graph
+        self.nargs: int = nargs
         self.run: Callable[..., Coroutine[Any, Any, Any]] | None = None
         self.run_fresh: Callable[..., Coroutine[Any, Any, Any]] | None = None
         sources = [src for step in steps for src in step.sources()]
         # a missing value fails the resolution before anything is called
-        self.value_sources = tuple(src for src in sources if type(src) is FromValue)
+        self.value_sources: tuple[FromValue, ...] = tuple(src for src in sources if type(src) is FromValue)
         specials = {src.what for src in sources if type(src) is FromScope}
         # A plan may skip request-cache lookups when it runs alone in a scope made for it (Container.call, a
         # task's scope): that cache starts empty, unless a dependency is handed the Scope and calls more in it.
-        self.fresh_ok = Special.SCOPE not in specials
+        self.fresh_ok: bool = Special.SCOPE not in specials
         self.filenames: list[str] = []
-        self.uses = 0
-        self.source = ""
+        self.uses: int = 0
+        self.source: str = ""

@@ -53,8 +53,8 @@ class Scope:
     )  # fmt: skip
 
     def __init__(self, container: Container, values: dict[str, Any]) -> None:
-        self.container = container
-        self.values = values
+        self.container: Container = container
+        self.values: dict[str, Any] = values
         self.types: dict[type, Any] = {}
         self.cache: dict[Any, Any] = {}
         self.label: str | None = None
