@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import difflib
 import enum
 import inspect
 import logging
@@ -112,12 +113,27 @@ class TaskSpec:
         try:
             return dict(self.signature.bind(*args, **kwargs).arguments)
         except TypeError as exc:
-            injected = ""
-            if self.plan is not None:
-                injected = " (its injected parameters are filled when it runs and must not be passed)"
-            raise TypeError(
-                f"add_task({self.name}, ...): {exc}; the arguments must fit {self.name}{self.signature}{injected}"
-            ) from None
+            raise self._misfit(exc, kwargs) from None
+
+    def _misfit(self, exc: TypeError, kwargs: Mapping[str, Any]) -> TypeError:
+        """The error for arguments that do not fit: an unknown keyword first (a typo also makes the parameter it
+        meant look missing, and Signature.bind reports that one), with the closest parameter name."""
+        assert self.signature is not None  # only called after a failed bind
+        injected = ""
+        if self.plan is not None:
+            injected = " (its injected parameters are filled when it runs and must not be passed)"
+        params = self.signature.parameters
+        problem = str(exc)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            named = [n for n, p in params.items() if p.kind is not inspect.Parameter.POSITIONAL_ONLY]
+            unknown = [k for k in kwargs if k not in named]
+            if unknown:
+                close = difflib.get_close_matches(unknown[0], named, n=1)
+                meant = f" (did you mean {close[0]!r}?)" if close else ""
+                problem = f"got an unexpected keyword argument {unknown[0]!r}{meant}"
+        return TypeError(
+            f"add_task({self.name}, ...): {problem}; the arguments must fit {self.name}{self.signature}{injected}"
+        )
 
 
 def make_task_spec(func: Callable[..., Any]) -> TaskSpec:
@@ -148,7 +164,11 @@ def _vet_task_function(func: Callable[..., Any]) -> None:
             "add_task(f, arg) instead of add_task(f(arg))"
         )
     if not callable(func):
-        raise TypeError(f"add_task() takes a function and its arguments, got {func!r}, which is not callable")
+        raise TypeError(
+            f"add_task() takes a function and its arguments, got {func!r}, which is not callable: the function was "
+            "probably called instead of passed (add_task(send_email(to)) calls send_email right away and hands "
+            "add_task what it returned); pass the function and its arguments: add_task(send_email, to)"
+        )
     if kind_of(func) in (Kind.GENERATOR, Kind.ASYNC_GENERATOR):
         raise TypeError(f"add_task({qualname(func)}, ...): a generator function cannot be a background task")
 
