@@ -9,12 +9,12 @@ import inspect
 import logging
 import types
 import warnings
-from collections.abc import Callable, Coroutine, Generator, Iterator, Mapping
+from collections.abc import Callable, Collection, Coroutine, Generator, Iterator, Mapping
 from typing import Any, Final, ParamSpec, Protocol, TypeVar, cast
 
 import anyio
 
-from ._errors import ScopeError, WiringError
+from ._errors import MissingValueError, ScopeError, WiringError
 from ._flush import Flusher, TaskChecker
 from ._inspect import EMPTY, Kind, kind_of, qualname
 from ._plan import Plan
@@ -136,12 +136,16 @@ class TaskSpec:
         )
 
 
-def make_task_spec(func: Callable[..., Any]) -> TaskSpec:
+def make_task_spec(func: Callable[..., Any], values: Collection[str] = ()) -> TaskSpec:
     """Vet ``func`` as a task function and solve its own dependencies (without overrides: they apply at run time).
 
+    Args:
+        func: the task function.
+        values: the names of the container's values, which a task's dependencies may ask for.
+
     Raises:
-        TypeError: not a function, a generator function, an unwirable graph, or a signature a task with
-            dependencies cannot have.
+        TypeError: not a function, a generator function, an unwirable graph, a dependency that asks for a value
+            no task can have, or a signature a task with dependencies cannot have.
     """
     _vet_task_function(func)
     try:
@@ -152,9 +156,48 @@ def make_task_spec(func: Callable[..., Any]) -> TaskSpec:
     injected = plan.graph.root.injected
     if not injected:
         return TaskSpec(func, None, signature)
+    unfound = task_value_errors(plan, signature, values)
+    if unfound:
+        raise TypeError(f"add_task({qualname(func)}, ...): {unfound[0]}") from unfound[0]
     _vet_injected_signature(func, signature)
     parameters = [p for p in signature.parameters.values() if p.name not in injected]
     return TaskSpec(func, plan, signature.replace(parameters=parameters))
+
+
+def task_value_errors(plan: Plan, signature: inspect.Signature, values: Collection[str]) -> list[MissingValueError]:
+    """The values a task's dependencies ask for that it can never have when it runs.
+
+    A task runs in a fresh request scope whose values are its own arguments (by parameter name) and the
+    container's values: a request's values and bound types are not there. Anything else fails every run, in the
+    background, after the client got its response; this finds it when the task is added (or validated).
+
+    Args:
+        plan: the task function's solved plan.
+        signature: the task function's full signature.
+        values: the names of the container's values.
+
+    Returns:
+        One :class:`~di_tasks.MissingValueError` per value no task run can find, with its dependency path.
+    """
+    task = plan.graph.root.name
+    own = set(signature.parameters) - set(plan.graph.root.injected)
+    errors: list[MissingValueError] = []
+    for need in plan.graph.required_values:
+        if need.name in own or need.name in values:
+            continue
+        errors.append(
+            MissingValueError(
+                f"parameter {need.name!r} of {need.function} needs a value that the task {task} will never have: "
+                "a task runs after the response, in a fresh scope whose values are only its own arguments and the "
+                f"container's values (not the request's). Add a parameter {need.name} to {task} and pass it to "
+                f"add_task(), give Container(values={{{need.name!r}: ...}}), or give the parameter a default or a "
+                "Depends(...) marker",
+                parameter=need.name,
+                function=need.function,
+                path=need.path,
+            )
+        )
+    return errors
 
 
 def _vet_task_function(func: Callable[..., Any]) -> None:
