@@ -122,18 +122,24 @@ class TaskSpec:
         injected = ""
         if self.plan is not None:
             injected = " (its injected parameters are filled when it runs and must not be passed)"
-        params = self.signature.parameters
-        problem = str(exc)
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            named = [n for n, p in params.items() if p.kind is not inspect.Parameter.POSITIONAL_ONLY]
-            unknown = [k for k in kwargs if k not in named]
-            if unknown:
-                close = difflib.get_close_matches(unknown[0], named, n=1)
-                meant = f" (did you mean {close[0]!r}?)" if close else ""
-                problem = f"got an unexpected keyword argument {unknown[0]!r}{meant}"
+        problem = _unknown_keyword(self.signature, kwargs) or str(exc)
         return TypeError(
             f"add_task({self.name}, ...): {problem}; the arguments must fit {self.name}{self.signature}{injected}"
         )
+
+
+def _unknown_keyword(signature: inspect.Signature, kwargs: Mapping[str, Any]) -> str | None:
+    """The first keyword no parameter takes, with the closest parameter name; ``None`` when there is none."""
+    params = signature.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    named = [n for n, p in params.items() if p.kind is not inspect.Parameter.POSITIONAL_ONLY]
+    unknown = next((k for k in kwargs if k not in named), None)
+    if unknown is None:
+        return None
+    close = difflib.get_close_matches(unknown, named, n=1)
+    meant = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"got an unexpected keyword argument {unknown!r}{meant}"
 
 
 def make_task_spec(func: Callable[..., Any], values: Collection[str] = ()) -> TaskSpec:
