@@ -179,7 +179,7 @@ class Container:
         try:  # the common case, read inline: add_task is on every request's path
             return self._task_specs.fixed[func]
         except (KeyError, TypeError):
-            return self._task_specs.get(func, lambda: make_task_spec(func), func)
+            return self._task_specs.get(func, lambda: make_task_spec(func, self._values), func)
 
     # -- scopes --------------------------------------------------------------------------------------------
 

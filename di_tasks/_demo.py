@@ -74,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for number, event in enumerate(_events, 1):
             print(f"  {number}. {event}")
         with open(_log_path, encoding="utf-8") as log:
-            print(f"\n{_log_path if args.log else 'log.txt'} now contains:")
+            # the full path: without --log the file is a temporary one, deleted when the demo ends
+            where = "" if args.log else " (a temporary file, deleted now; pass --log PATH to keep one)"
+            print(f"\n{os.path.abspath(_log_path)}{where} now contains:")
             print("".join(f"  {line}" for line in log))
     return 0

@@ -7,14 +7,17 @@ every depth sees them (a ``Request`` asked for as ``request: Request`` by a sub-
 
 Sync functions: frameworks call them in a worker thread. There the wrapper resolves the dependencies on the event
 loop (``anyio.from_thread.run``) and then runs the body in the caller's own worker thread, so the body can block
-and the framework's thread pool and context work as usual.
+and the framework's thread pool works as usual. The dependencies' set-up, the body and the dependencies' teardown
+all run in one copy of the caller's context, as FastAPI does: a context variable a dependency sets is seen by the
+body, and resetting it after the ``yield`` is valid.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
@@ -23,8 +26,9 @@ import anyio.from_thread
 from ._errors import WiringError
 from ._inspect import CallableInfo, Kind, analyse
 from ._markers import Lifetime
-from ._plan import special_of
+from ._plan import Teardown, special_of
 from ._scope import Scope, current_scope
+from ._tasks import run_in_context
 from ._util import in_event_loop
 
 if TYPE_CHECKING:
@@ -230,21 +234,24 @@ def _call_sync(target: _Injected, values: dict[str, Any]) -> Any:
             "thread, where resolving its dependencies would block the loop; make it 'async def', or call it in a "
             "worker thread (anyio.to_thread.run_sync), as web frameworks do for sync endpoints"
         )
+    # One context for the dependencies' set-up, the body and the dependencies' teardown, as FastAPI runs them: a
+    # context variable a dependency sets is seen by the body, and its `var.reset(token)` after the yield is valid.
+    context = contextvars.copy_context()
     try:
-        scope, own, resolved = anyio.from_thread.run(_resolve_in_thread, target, values)
+        scope, own, resolved = anyio.from_thread.run(_resolve_in_thread, target, values, context)
     except anyio.NoEventLoopError:  # a plain script: no loop anywhere, run one for this call
         return anyio.run(_call_in_new_loop, target, values)
     pos, kw = target.call_args(values, resolved)
     if own is None:
         try:
-            result = target.func(*pos, **kw)
+            result = context.run(target.func, *pos, **kw)
         except BaseException as exc:
             scope.body_error = exc
             raise
         scope.body_error = None
         return result
     try:
-        result = target.func(*pos, **kw)
+        result = context.run(target.func, *pos, **kw)
     except BaseException as exc:
         anyio.from_thread.run(own.close, exc)
         raise
@@ -252,8 +259,11 @@ def _call_sync(target: _Injected, values: dict[str, Any]) -> Any:
     return result
 
 
-async def _resolve_in_thread(target: _Injected, values: dict[str, Any]) -> tuple[Scope, Scope | None, dict[str, Any]]:
-    """On the loop, for a worker thread: resolve the injected parameters (opening a scope when none is active).
+async def _resolve_in_thread(
+    target: _Injected, values: dict[str, Any], context: contextvars.Context
+) -> tuple[Scope, Scope | None, dict[str, Any]]:
+    """On the loop, for a worker thread: resolve the injected parameters (opening a scope when none is active)
+    with every step run inside ``context``, whose generators' teardowns will run inside it too.
 
     Returns the scope used, the same scope if it was opened here (else ``None``), and the resolved values.
     """
@@ -262,15 +272,64 @@ async def _resolve_in_thread(target: _Injected, values: dict[str, Any]) -> tuple
     if scope is None:
         scope = own = target.container.scope()
     target.bind_types(scope, values)
+    started = len(scope.exit_stack)
     try:
-        resolved: dict[str, Any] = await scope.call(target.resolver, **values)
+        resolved: dict[str, Any] = await run_in_context(context, scope.call(target.resolver, **values))
     except BaseException as exc:
+        _pin(scope.exit_stack, started, context)
         if own is None:
             scope.body_error = exc
         else:
             await own.close(exc)
         raise
+    _pin(scope.exit_stack, started, context)
     return scope, own, resolved
+
+
+def _pin(stack: list[Teardown], started: int, context: contextvars.Context) -> None:
+    """Make the teardowns pushed since ``started`` run inside ``context``, where their generators started."""
+    for index in range(started, len(stack)):
+        entry = stack[index]
+        pinned = _PinnedAsyncGenerator(entry.gen, context) if entry.is_async else _PinnedGenerator(entry.gen, context)
+        stack[index] = entry._replace(gen=pinned)
+
+
+class _PinnedGenerator:
+    """A started generator whose every step (``next``, ``throw``, ``close``) runs inside one context."""
+
+    __slots__ = ("context", "gen")
+
+    def __init__(self, gen: Generator[Any, None, None], context: contextvars.Context) -> None:
+        self.gen = gen
+        self.context = context
+
+    def __next__(self) -> Any:
+        return self.context.run(next, self.gen)
+
+    def throw(self, exc: BaseException) -> Any:
+        return self.context.run(self.gen.throw, exc)
+
+    def close(self) -> None:
+        self.context.run(self.gen.close)
+
+
+class _PinnedAsyncGenerator:
+    """A started async generator whose every step (``__anext__``, ``athrow``, ``aclose``) runs inside one context."""
+
+    __slots__ = ("context", "gen")
+
+    def __init__(self, gen: AsyncGenerator[Any, None], context: contextvars.Context) -> None:
+        self.gen = gen
+        self.context = context
+
+    def __anext__(self) -> Awaitable[Any]:
+        return run_in_context(self.context, self.gen.__anext__())
+
+    def athrow(self, exc: BaseException) -> Awaitable[Any]:
+        return run_in_context(self.context, self.gen.athrow(exc))
+
+    def aclose(self) -> Awaitable[None]:
+        return run_in_context(self.context, self.gen.aclose())
 
 
 async def _call_in_new_loop(target: _Injected, values: dict[str, Any]) -> Any:

@@ -177,6 +177,8 @@ def _foreign(obj: object) -> tuple[str, str] | None:
     if isinstance(obj, Dependency) or obj is Depends:
         return None
     cls = type(obj)
+    if cls.__name__ in _REQUEST_MARKERS and (cls.__module__ or "").split(".")[0] in _FRAMEWORKS:
+        return f"{cls.__module__}.{cls.__qualname__}()", ""  # no di_tasks marker replaces it: see the error
     if cls.__name__ in ("Depends", "Security") and hasattr(obj, "dependency"):  # a marker instance
         target = getattr(obj, "dependency", None)
         name = "" if target is None else getattr(target, "__name__", None) or "some_function"
@@ -194,9 +196,25 @@ def _foreign_factory(obj: object) -> tuple[str, str] | None:
     return None
 
 
+# A framework's request-parameter markers (FastAPI's, FastDepends'): they are read on an endpoint's own parameters
+# only, so on a dependency's parameter they would be ignored and the value reported missing at the first request.
+_REQUEST_MARKERS = frozenset({"Body", "Cookie", "File", "Form", "Header", "Path", "Query"})
+_FRAMEWORKS = frozenset({"fastapi", "fast_depends"})
+
+
 def foreign_marker_error(param: Param, owner: str, path: tuple[str, ...]) -> WiringError:
     """The error for a dependency's parameter that carries another library's marker instead of di_tasks'."""
     found, fix = param.foreign or ("another library's marker", "Depends(some_function)")
+    if not fix:  # a request-parameter marker (Header(), Query(), ...)
+        annotation = getattr(param.annotation, "__name__", None) or "str"
+        return WiringError(
+            f"parameter {param.name!r} of {owner} has {found}, but only the endpoint's own parameters come from the "
+            "framework: FastAPI reads Header(), Query(), Cookie() and the like on a path operation's parameters, "
+            f"never on a dependency's, so {param.name!r} would be missing at every request. Declare it on the "
+            f"endpoint ({param.name}: Annotated[{annotation}, {found.rsplit('.', 1)[-1]}]) and give {owner} a plain "
+            f"parameter {param.name}: {annotation}; the endpoint's arguments reach every dependency by name",
+            path=path,
+        )
     return WiringError(
         f"parameter {param.name!r} of {owner} has {found} but no di_tasks Depends marker, and di_tasks does not "
         "resolve other libraries' markers (FastAPI reads its own only on a path operation's parameters); write "

@@ -38,8 +38,23 @@ callable taking a no-argument function, or ``None`` to call it inline."""
 # -- errors ----------------------------------------------------------------------------------------------------
 
 
-def missing_value(need: ValueNeed) -> MissingValueError:
-    """The error for a value found by no name, no bound type and no default."""
+def missing_value(need: ValueNeed, *, app_only: bool = False) -> MissingValueError:
+    """The error for a value found by no name, no bound type and no default.
+
+    ``app_only``: the parameter belongs to an app-scoped dependency, which sees only the container's values (a
+    value given to one request must not outlive it), so a value passed to the request was not looked at.
+    """
+    if app_only:
+        return MissingValueError(
+            f"no value for parameter {need.name!r} of {need.function}: {need.function} is app-scoped (created once "
+            "and shared by every request), so it sees only the values given to Container(...), never the values "
+            f"of a request or call, even if {need.name}=... was passed there. Give "
+            f"Container(values={{{need.name!r}: ...}}), or make {need.function} request-scoped (Depends(...) "
+            "without scope='app') to use the request's value",
+            parameter=need.name,
+            function=need.function,
+            path=need.path,
+        )
     bindable = (
         isinstance(need.annotation, type) and need.annotation.__module__ != "builtins" and need.annotation is not EMPTY
     )
@@ -80,7 +95,7 @@ def fallback(src: FromValue, bound_values: dict[type, Any]) -> Any:
         if value is not MISSING:
             return value
     if src.default is EMPTY:
-        raise missing_value(src.need)
+        raise missing_value(src.need, app_only=src.app_only)
     return src.default
 
 

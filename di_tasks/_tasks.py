@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import contextvars
+import difflib
 import enum
 import inspect
 import logging
 import types
 import warnings
-from collections.abc import Callable, Coroutine, Generator, Iterator, Mapping
+from collections.abc import Callable, Collection, Coroutine, Generator, Iterator, Mapping
 from typing import Any, Final, ParamSpec, Protocol, TypeVar, cast
 
 import anyio
 
-from ._errors import ScopeError, WiringError
+from ._errors import MissingValueError, ScopeError, WiringError
 from ._flush import Flusher, TaskChecker
 from ._inspect import EMPTY, Kind, kind_of, qualname
 from ._plan import Plan
@@ -131,12 +132,19 @@ class TaskSpec:
         try:
             return dict(self.signature.bind(*args, **kwargs).arguments)
         except TypeError as exc:
-            injected = ""
-            if self.plan is not None:
-                injected = " (its injected parameters are filled when it runs and must not be passed)"
-            raise TypeError(
-                f"add_task({self.name}, ...): {exc}; the arguments must fit {self.name}{self.signature}{injected}"
-            ) from None
+            raise self._misfit(exc, kwargs) from None
+
+    def _misfit(self, exc: TypeError, kwargs: Mapping[str, Any]) -> TypeError:
+        """The error for arguments that do not fit: an unknown keyword first (a typo also makes the parameter it
+        meant look missing, and Signature.bind reports that one), with the closest parameter name."""
+        assert self.signature is not None  # only called after a failed bind
+        injected = ""
+        if self.plan is not None:
+            injected = " (its injected parameters are filled when it runs and must not be passed)"
+        problem = _unknown_keyword(self.signature, kwargs) or str(exc)
+        return TypeError(
+            f"add_task({self.name}, ...): {problem}; the arguments must fit {self.name}{self.signature}{injected}"
+        )
 
 
 def _makes_coroutine(func: Callable[..., Any]) -> bool:
@@ -145,12 +153,30 @@ def _makes_coroutine(func: Callable[..., Any]) -> bool:
     return isinstance(func, types.FunctionType) and bool(func.__code__.co_flags & inspect.CO_COROUTINE)
 
 
-def make_task_spec(func: Callable[..., Any]) -> TaskSpec:
+def _unknown_keyword(signature: inspect.Signature, kwargs: Mapping[str, Any]) -> str | None:
+    """The first keyword no parameter takes, with the closest parameter name; ``None`` when there is none."""
+    params = signature.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    named = [n for n, p in params.items() if p.kind is not inspect.Parameter.POSITIONAL_ONLY]
+    unknown = next((k for k in kwargs if k not in named), None)
+    if unknown is None:
+        return None
+    close = difflib.get_close_matches(unknown, named, n=1)
+    meant = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"got an unexpected keyword argument {unknown!r}{meant}"
+
+
+def make_task_spec(func: Callable[..., Any], values: Collection[str] = ()) -> TaskSpec:
     """Vet ``func`` as a task function and solve its own dependencies (without overrides: they apply at run time).
 
+    Args:
+        func: the task function.
+        values: the names of the container's values, which a task's dependencies may ask for.
+
     Raises:
-        TypeError: not a function, a generator function, an unwirable graph, or a signature a task with
-            dependencies cannot have.
+        TypeError: not a function, a generator function, an unwirable graph, a dependency that asks for a value
+            no task can have, or a signature a task with dependencies cannot have.
     """
     _vet_task_function(func)
     try:
@@ -161,9 +187,48 @@ def make_task_spec(func: Callable[..., Any]) -> TaskSpec:
     injected = plan.graph.root.injected
     if not injected:
         return TaskSpec(func, None, signature)
+    unfound = task_value_errors(plan, signature, values)
+    if unfound:
+        raise TypeError(f"add_task({qualname(func)}, ...): {unfound[0]}") from unfound[0]
     _vet_injected_signature(func, signature)
     parameters = [p for p in signature.parameters.values() if p.name not in injected]
     return TaskSpec(func, plan, signature.replace(parameters=parameters))
+
+
+def task_value_errors(plan: Plan, signature: inspect.Signature, values: Collection[str]) -> list[MissingValueError]:
+    """The values a task's dependencies ask for that it can never have when it runs.
+
+    A task runs in a fresh request scope whose values are its own arguments (by parameter name) and the
+    container's values: a request's values and bound types are not there. Anything else fails every run, in the
+    background, after the client got its response; this finds it when the task is added (or validated).
+
+    Args:
+        plan: the task function's solved plan.
+        signature: the task function's full signature.
+        values: the names of the container's values.
+
+    Returns:
+        One :class:`~di_tasks.MissingValueError` per value no task run can find, with its dependency path.
+    """
+    task = plan.graph.root.name
+    own = set(signature.parameters) - set(plan.graph.root.injected)
+    errors: list[MissingValueError] = []
+    for need in plan.graph.required_values:
+        if need.name in own or need.name in values:
+            continue
+        errors.append(
+            MissingValueError(
+                f"parameter {need.name!r} of {need.function} needs a value that the task {task} will never have: "
+                "a task runs after the response, in a fresh scope whose values are only its own arguments and the "
+                f"container's values (not the request's). Add a parameter {need.name} to {task} and pass it to "
+                f"add_task(), give Container(values={{{need.name!r}: ...}}), or give the parameter a default or a "
+                "Depends(...) marker",
+                parameter=need.name,
+                function=need.function,
+                path=need.path,
+            )
+        )
+    return errors
 
 
 def _vet_task_function(func: Callable[..., Any]) -> None:
@@ -173,7 +238,11 @@ def _vet_task_function(func: Callable[..., Any]) -> None:
             "add_task(f, arg) instead of add_task(f(arg))"
         )
     if not callable(func):
-        raise TypeError(f"add_task() takes a function and its arguments, got {func!r}, which is not callable")
+        raise TypeError(
+            f"add_task() takes a function and its arguments, got {func!r}, which is not callable: the function was "
+            "probably called instead of passed (add_task(send_email(to)) calls send_email right away and hands "
+            "add_task what it returned); pass the function and its arguments: add_task(send_email, to)"
+        )
     if kind_of(func) in (Kind.GENERATOR, Kind.ASYNC_GENERATOR):
         raise TypeError(f"add_task({qualname(func)}, ...): a generator function cannot be a background task")
 

@@ -31,7 +31,7 @@ from ._inspect import Kind, kind_of, qualname
 from ._markers import Depends
 from ._scope import Scope
 from ._solver import Solver
-from ._tasks import Task, TaskState
+from ._tasks import Task, TaskState, task_value_errors
 
 _library: contextvars.ContextVar[str | None] | None
 _current_library: Callable[[], str] | None
@@ -487,7 +487,18 @@ def _errors_of(container: Container, func: Callable[..., Any]) -> list[DITasksEr
     return errors
 
 
-def wiring_errors(container: Container, *funcs: Callable[..., Any]) -> list[DITasksError]:
+def _task_errors(container: Container, func: Callable[..., Any]) -> list[DITasksError]:
+    """What a task function's own graph needs that no run of the task can have (see ``add_task``)."""
+    try:
+        plan = container.plan(func)
+    except DITasksError:  # reported by _errors_of
+        return []
+    return list(task_value_errors(plan, inspect.signature(func), container.values.keys()))
+
+
+def wiring_errors(
+    container: Container, *funcs: Callable[..., Any], tasks: Sequence[Callable[..., Any]] = ()
+) -> list[DITasksError]:
     """Every wiring error of every graph, in order, instead of only the first one.
 
     Each function (seen through its decorators, so ``Container.inject`` wrappers are checked whole) is solved
@@ -497,34 +508,45 @@ def wiring_errors(container: Container, *funcs: Callable[..., Any]) -> list[DITa
 
     Args:
         container: the container whose overrides apply.
-        *funcs: the entry points (endpoints, task functions, commands).
+        *funcs: the entry points (endpoints, commands).
+        tasks: the background task functions: their graphs are checked as the entry points' are, and each value
+            their dependencies ask for must be a parameter of the task or one of the container's values (a task
+            runs in a fresh scope: a request's values are not there), else a :class:`~di_tasks.MissingValueError`.
 
     Returns:
         The errors (:class:`~di_tasks.WiringError`, :class:`~di_tasks.DependencyCycleError`,
-        :class:`~di_tasks.ScopeError`), each with its ``.path`` from its entry point; empty when all is well.
+        :class:`~di_tasks.ScopeError`, :class:`~di_tasks.MissingValueError` for tasks), each with its ``.path``
+        from its entry point; empty when all is well.
     """
-    return [exc for func in funcs for exc in _errors_of(container, func)]
+    return [exc for func in funcs for exc in _errors_of(container, func)] + [
+        exc for func in tasks for exc in (*_errors_of(container, func), *_task_errors(container, func))
+    ]
 
 
-def validate(container: Container, *funcs: Callable[..., Any]) -> None:
+def validate(container: Container, *funcs: Callable[..., Any], tasks: Sequence[Callable[..., Any]] = ()) -> None:
     """Check that every entry point's graph is wired correctly, reporting every error at once.
 
-    Use it in one test over all the endpoints of an app: ``validate(container, *endpoints)``. Values
-    given at call time (``MissingValueError``) are not checked: they depend on the caller.
+    Use it in one test over all the endpoints and task functions of an app:
+    ``validate(container, *endpoints, tasks=[send_welcome])``. Values an entry point is given at call time
+    (``MissingValueError``) are not checked: they depend on the caller. A task's are: it only ever has its own
+    arguments and the container's values.
 
     Args:
         container: the container whose overrides apply.
         *funcs: the entry points to check.
+        tasks: the background task functions to check (see :func:`wiring_errors`).
 
     Raises:
         ExceptionGroup: one group holding every :class:`~di_tasks.DITasksError` found (see
             :func:`wiring_errors`), each with its path; ``except*`` picks them by type.
     """
     per_func = [_errors_of(container, func) for func in funcs]
+    per_func += [[*_errors_of(container, func), *_task_errors(container, func)] for func in tasks]
+    everything = [*funcs, *tasks]
     errors = [exc for found in per_func for exc in found]
     if errors:
-        broken = [qualname(func) for func, found in zip(funcs, per_func, strict=True) if found]
+        broken = [qualname(func) for func, found in zip(everything, per_func, strict=True) if found]
         raise ExceptionGroup(
-            f"{len(errors)} wiring error(s) in {len(broken)} of {len(funcs)} entry point(s): {', '.join(broken)}",
+            f"{len(errors)} wiring error(s) in {len(broken)} of {len(everything)} entry point(s): {', '.join(broken)}",
             errors,
         )

@@ -4,9 +4,12 @@ import functools
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
+import fastapi
+import httpx
 import pytest
 
 from di_tasks import BackgroundTasks, Container, Depends, DITasksError, TaskState, WiringError
+from di_tasks.asgi import ScopeMiddleware
 
 
 async def notify(x: int = 1) -> int:
@@ -430,3 +433,106 @@ def test_a_parametrised_generic_class_is_read_as_its_class() -> None:
         return str(repo.table)
 
     assert Container().run(use) == "users"
+
+
+# -- parity: the mistakes users met, each named where it is made -------------------------------------------------
+
+
+def send_email(to: str, subject: str, body: str = "") -> None:
+    """A task function with a required keyword-able parameter."""
+
+
+def test_add_task_names_a_misspelt_keyword_before_the_parameter_it_hides() -> None:
+    """add_task(send_email, "a@x", subjcet="hi") names 'subjcet' and suggests 'subject', not "missing 'subject'"."""
+    _, collector = _container_and_collector()
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'subjcet' \(did you mean 'subject'\?\)"):
+        collector.add_task(send_email, "a@x", subjcet="hi")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'zzz';"):
+        collector.add_task(send_email, "a@x", "s", zzz=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"missing a required argument: 'subject'"):
+        collector.add_task(send_email, "a@x")  # type: ignore[call-arg]
+
+
+def test_add_task_of_a_called_function_says_it_was_called_instead_of_passed() -> None:
+    """add_task(send_email(...)) hands add_task None: the error says the function was called and shows the form."""
+    _, collector = _container_and_collector()
+    with pytest.raises(TypeError, match=r"got None, which is not callable: the function was probably called instead"):
+        collector.add_task(send_email("a@x", "hi"))  # type: ignore[func-returns-value, arg-type]  # the mistake under test
+    with pytest.raises(TypeError, match=r"pass the function and its arguments: add_task\(send_email, to\)"):
+        collector.add_task(send_email("a@x", "hi"))  # type: ignore[func-returns-value, arg-type]  # the mistake under test
+
+
+def current_user(x_user: str) -> str:
+    """Reads a per-request value by name."""
+    return x_user
+
+
+async def user_endpoint(client: Annotated[str, Depends(current_user, scope="app")]) -> str:
+    """Asks for an app-scoped dependency that needs a per-request value."""
+    return client
+
+
+@pytest.mark.anyio
+async def test_app_scoped_dependency_says_it_sees_only_the_containers_values() -> None:
+    """A per-request value passed to the call is not seen by an app-scoped dependency, and the error says why."""
+    container = Container()
+    async with container:
+        with pytest.raises(
+            DITasksError,
+            match=r"current_user is app-scoped .* sees only the values given to Container\(\.\.\.\), never the "
+            r"values of a request or call, even if x_user=\.\.\. was passed there\. "
+            r"Give Container\(values=\{'x_user': \.\.\.\}\)",
+        ):
+            await container.call(user_endpoint, x_user="ada")
+    async with Container(values={"x_user": "app"}) as fixed:
+        assert await fixed.call(user_endpoint, x_user="ada") == "app"
+
+
+def user_from_header(x_user: Annotated[str, fastapi.Header()]) -> str:
+    """A sub-dependency that (wrongly) asks FastAPI for a header."""
+    return x_user
+
+
+def user_from_header_default(x_user: str = fastapi.Query()) -> str:
+    """The same mistake with the marker as the default."""
+    return x_user
+
+
+def user_by_name(x_user: str) -> str:
+    """The right form: a plain parameter, filled by name from the endpoint's argument."""
+    return x_user.upper()
+
+
+@pytest.mark.parametrize("dependency", [user_from_header, user_from_header_default])
+def test_a_request_marker_on_a_sub_dependency_fails_at_decoration(dependency: Any) -> None:
+    """Header()/Query() on a dependency's parameter is refused when the endpoint is decorated, with the fix."""
+    container = Container()
+
+    async def endpoint(user: Annotated[str, Depends(dependency)]) -> str:
+        return user
+
+    with pytest.raises(
+        WiringError,
+        match=r"parameter 'x_user' of .*user_from_header\w* has fastapi\.params\.(Header|Query)\(\), but only the "
+        r"endpoint's own parameters come from the framework.* Declare it on the endpoint \(x_user: "
+        r"Annotated\[str, (Header|Query)\(\)\]\) and give .* a plain parameter x_user: str",
+    ) as info:
+        container.inject(endpoint)
+    assert info.value.path[-1].endswith(dependency.__name__)
+
+
+@pytest.mark.anyio
+async def test_a_header_declared_on_the_endpoint_reaches_the_dependency_by_name() -> None:
+    """The fix the error gives works: Header() on the endpoint, a plain parameter on the dependency."""
+    container = Container()
+    app = fastapi.FastAPI()
+
+    @app.get("/me")
+    @container.inject
+    async def me(user: Annotated[str, Depends(user_by_name)], x_user: Annotated[str, fastapi.Header()]) -> str:
+        return user
+
+    transport = httpx.ASGITransport(app=ScopeMiddleware(app, container=container))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/me", headers={"x-user": "ada"})
+    assert response.json() == "ADA"

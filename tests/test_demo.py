@@ -34,7 +34,18 @@ def test_demo_prints_the_result_before_the_tasks(capsys: pytest.CaptureFixture[s
 def test_demo_runs_on_trio_with_a_temporary_log(capsys: pytest.CaptureFixture[str]) -> None:
     """Without --log the demo writes to a temporary file and shows it."""
     assert main(["--backend", "trio"]) == 0
-    assert "log.txt now contains:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(a temporary file, deleted now; pass --log PATH to keep one) now contains:" in out
+    shown = next(line for line in out.splitlines() if "now contains:" in line).split(" (a temporary")[0]
+    assert Path(shown).is_absolute()
+    assert Path(shown).name == "log.txt"
+
+
+def test_demo_prints_where_the_log_is(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """With --log the demo prints the file's absolute path, so the reader can open it."""
+    log = tmp_path / "log.txt"
+    assert main(["--log", str(log)]) == 0
+    assert f"{log} now contains:" in capsys.readouterr().out
 
 
 def test_demo_runs_as_a_module() -> None:
