@@ -24,7 +24,7 @@ from ._inject import inject
 from ._inspect import Kind, kind_of, qualname
 from ._plan import Plan, Special, register_special
 from ._scope import Scope, current_scope
-from ._solver import solve
+from ._solver import Lifetimes, solve
 from ._tasks import Task, TaskObserver, TaskSpec, make_task_spec, set_default_host
 from ._util import CallableCache, ThreadCall, in_event_loop
 
@@ -115,6 +115,8 @@ class Container:
         """The request-scoped dependencies (their callables) that functions decorated with :meth:`inject` ask for.
         A plan run in a scope made for it alone (``call``, a task's scope) stores only these in the scope's cache:
         an injected function it calls resolves in that scope and must get the same values; nothing else reads it."""
+        self.lifetimes: Lifetimes = {}
+        """Each provider's lifetime as first used in this container, and where: one provider, one lifetime."""
         self.app = AppLifetime()
         """The app lifetime: app-scoped values and their teardown (see :meth:`__aenter__`)."""
 
@@ -168,7 +170,7 @@ class Container:
         try:  # the common case, read inline: a fixed function solved before
             return self._plans.fixed[key]
         except (KeyError, TypeError):
-            return self._plans.get(key, lambda: solve(self._overrides, func, nargs), func)
+            return self._plans.get(key, lambda: solve(self._overrides, func, nargs, self.lifetimes), func)
 
     def task_spec(self, func: Callable[..., Any], /) -> TaskSpec:
         """What ``add_task`` knows of a task function: its checked signature and its own dependencies (cached).

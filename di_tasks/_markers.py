@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 ScopeName = Literal["app", "request", "call"]
 """The lifetimes a dependency can have, longest first: ``app`` ⊃ ``request`` ⊃ ``call``."""
@@ -119,3 +121,47 @@ def Depends(  # noqa: N802  # a marker factory named like FastAPI's, on purpose
     if scope is not None and scope not in _ORDER:
         raise TypeError(f"Depends(scope=...) must be 'app', 'request' or 'call', got {scope!r}")
     return Dependency(dependency, use_cache, scope, sync_to_thread)
+
+
+_DECLARED = "__di_tasks_scope__"
+
+
+def provider(*, scope: ScopeName) -> Callable[[F], F]:
+    """Declare a dependency's lifetime once, on the dependency itself, as dishka and wireup do::
+
+        @provider(scope="app")
+        def http_client() -> Client: ...
+
+        async def endpoint(client: Annotated[Client, Depends(http_client)]): ...  # app-scoped, everywhere
+
+    ``Depends(http_client)`` without ``scope=`` then uses it; a ``Depends`` that names another scope is a
+    ``WiringError`` when the graph is solved.
+
+    Args:
+        scope: ``"app"``, ``"request"`` or ``"call"``.
+
+    Returns:
+        A decorator that returns the function or class unchanged (it only records the scope on it).
+
+    Raises:
+        TypeError: ``scope`` is not one of the three names, or the decorated object cannot carry the declaration.
+    """
+    if scope not in _ORDER:
+        raise TypeError(f"provider(scope=...) must be 'app', 'request' or 'call', got {scope!r}")
+
+    def declare(func: F) -> F:
+        try:
+            setattr(func, _DECLARED, Lifetime(scope))
+        except (AttributeError, TypeError):
+            raise TypeError(
+                f"@provider(scope={scope!r}) cannot record a scope on {func!r}; decorate a function or a class"
+            ) from None
+        return func
+
+    return declare
+
+
+def declared_lifetime(func: object) -> Lifetime | None:
+    """The lifetime ``@provider`` declared on ``func``, if any."""
+    declared = getattr(func, _DECLARED, None)
+    return declared if isinstance(declared, Lifetime) else None

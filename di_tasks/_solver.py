@@ -20,7 +20,7 @@ from ._inspect import (
     qualname,
     surely_not_awaitable,
 )
-from ._markers import Dependency, Lifetime
+from ._markers import Dependency, Lifetime, declared_lifetime
 from ._plan import FromScope, FromStep, FromValue, Plan, Source, Special, Step, special_of
 from ._util import Same
 
@@ -28,15 +28,25 @@ _VAR_KINDS = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
-def solve(overrides: Mapping[Any, Callable[..., Any]], func: Callable[..., Any], nargs: int) -> Plan:
-    """Solve ``func`` (called with ``nargs`` positional arguments) under ``overrides``.
+Lifetimes = dict[Any, tuple[Lifetime, str]]
+"""Each provider's lifetime as first used in a container, and where (``parameter 'x' of f``)."""
+
+
+def solve(
+    overrides: Mapping[Any, Callable[..., Any]],
+    func: Callable[..., Any],
+    nargs: int,
+    lifetimes: Lifetimes | None = None,
+) -> Plan:
+    """Solve ``func`` (called with ``nargs`` positional arguments) under ``overrides``; with ``lifetimes``, a provider
+    used with another lifetime than before in the same container is refused.
 
     Raises:
         WiringError, DependencyCycleError, ScopeError: the graph cannot be wired (a graph deeper than the
             recursion limit is a WiringError that says how to raise it).
     """
     try:
-        return Solver(overrides).solve(func, nargs)
+        return Solver(overrides, lifetimes=lifetimes).solve(func, nargs)
     except RecursionError:
         raise WiringError(
             f"the dependency graph of {qualname(func)} is deeper than Python's recursion limit lets the solver walk "
@@ -59,10 +69,15 @@ class Solver:
     """
 
     def __init__(
-        self, overrides: Mapping[Any, Callable[..., Any]], *, errors: list[DITasksError] | None = None
+        self,
+        overrides: Mapping[Any, Callable[..., Any]],
+        *,
+        errors: list[DITasksError] | None = None,
+        lifetimes: Lifetimes | None = None,
     ) -> None:
         self._overrides = overrides
         self._errors = errors
+        self._lifetimes = lifetimes
         self._infos: dict[Any, CallableInfo] = {}
         self._steps: list[Step] = []
         self._nodes: list[Node] = []
@@ -227,10 +242,39 @@ class Solver:
             return target
         return target if replacement is None else replacement
 
+    def _lifetime(
+        self, marker: Dependency, provider: Callable[..., Any], place: str, path: tuple[str, ...]
+    ) -> Lifetime:
+        """A dependency's lifetime: its marker's, else the one ``@provider`` declared, else request. A provider has one
+        lifetime per container: another one, here or in an earlier graph, is refused with both places."""
+        declared = declared_lifetime(provider)
+        lifetime = Lifetime(marker.scope) if marker.scope is not None else declared or Lifetime.REQUEST
+        name = qualname(provider)
+        if declared is not None and lifetime is not declared:
+            raise WiringError(
+                f"{place} asks for {name} with scope={str(lifetime)!r}, but {name} is declared "
+                f"@provider(scope={str(declared)!r}); drop scope= from this Depends, or change the declaration",
+                path=path,
+            )
+        if self._lifetimes is None:
+            return lifetime
+        try:
+            first, where = self._lifetimes.setdefault(provider, (lifetime, place))
+        except TypeError:  # an unhashable callable instance: not tracked
+            return lifetime
+        if first is not lifetime:
+            raise WiringError(
+                f"{name} is used with two lifetimes in one container: {str(first)!r} by {where}, and "
+                f"{str(lifetime)!r} by {place}; a provider has one lifetime (two would make two instances). Give "
+                f"both Depends the same scope=, or declare it once with @provider(scope=...)",
+                path=path,
+            )
+        return lifetime
+
     def _dependency(self, marker: Dependency, p: Param, info: CallableInfo, node: Node, path: tuple[str, ...]) -> int:
         original = self._target(marker, p, info, path)
         target = self._replacement(original)
-        lifetime = Lifetime(marker.scope or Lifetime.REQUEST)
+        lifetime = self._lifetime(marker, original, f"parameter {p.name!r} of {info.name}", path)
         child_path = (*path, qualname(target))
         if node.scope.outlives(lifetime):
             raise _outlives(p, info, node, lifetime, qualname(original), child_path)

@@ -16,6 +16,7 @@ from di_tasks import (
     Kind,
     ScopeError,
     WiringError,
+    provider,
 )
 
 pytestmark = pytest.mark.anyio
@@ -96,7 +97,7 @@ def test_scope_violations_fail_at_solve_with_the_path_and_fix() -> None:
     with pytest.raises(ScopeError, match="asks for BackgroundTasks, which belongs to the request scope"):
         container.solve(root_app_needs_tasks)
     with pytest.raises(ScopeError, match=r"is call-scoped and would end before it"):
-        container.solve(root_request_needs_call)
+        Container().solve(root_request_needs_call)  # per_request as call-scoped: a container of its own
 
 
 # -- wiring errors ---------------------------------------------------------------------------------------
@@ -665,3 +666,54 @@ def test_the_containers_settings_are_readable() -> None:
         with pytest.raises(TypeError, match="does not support item assignment"):
             container.overrides[original] = original  # type: ignore[index]  # the view is read-only on purpose
     assert dict(container.overrides) == {}
+
+
+def test_one_provider_has_one_lifetime_per_container() -> None:
+    """The same callable with scope="app" in one graph and the default in another is refused, naming both places."""
+    container = Container()
+
+    async def uses_app(c: Annotated[int, Depends(client, scope="app")]) -> int:
+        return c
+
+    async def uses_request(c: Annotated[int, Depends(client)]) -> int:
+        return c
+
+    container.solve(uses_app)
+    with pytest.raises(
+        WiringError, match=r"client is used with two lifetimes in one container: 'app' by parameter 'c'"
+    ):
+        container.solve(uses_request)
+
+
+def test_a_provider_declares_its_lifetime_once() -> None:
+    """@provider(scope="app") makes every Depends without scope= app-scoped; one naming another scope is refused."""
+
+    @provider(scope="app")
+    def pool() -> object:
+        return object()
+
+    async def first(p: Annotated[object, Depends(pool)]) -> object:
+        return p
+
+    async def second(p: Annotated[object, Depends(pool)]) -> object:
+        return p
+
+    async def conflicting(p: Annotated[object, Depends(pool, scope="request")]) -> object:
+        return p
+
+    container = Container()
+    assert container.solve(first).nodes[0].scope == "app"
+
+    async def both() -> bool:
+        async with container:
+            return await container.call(first) is await container.call(second)
+
+    assert anyio.run(both)
+    with pytest.raises(WiringError, match=r"asks for .*pool with scope='request', but .*pool is declared @provider"):
+        Container().solve(conflicting)
+    with pytest.raises(TypeError, match="must be 'app', 'request' or 'call', got 'forever'"):
+        provider(scope="forever")  # type: ignore[arg-type]  # the mistake under test
+
+
+def client() -> int:
+    return 1

@@ -17,6 +17,14 @@ def gen() -> Iterator[int]:
     yield 1
 
 
+def plain_call(a: int = 1) -> int:
+    return a
+
+
+def plain_uncached(a: int = 1) -> int:
+    return a
+
+
 def test_lifetimes_nest_and_compare_as_the_names_users_write() -> None:
     """app outlives request outlives call, and each equals its string."""
     assert Lifetime.APP.outlives(Lifetime.REQUEST)
@@ -60,8 +68,8 @@ def test_steps_know_where_their_value_lives() -> None:
     def root(
         a: Annotated[int, Depends(plain)],
         b: Annotated[int, Depends(gen, scope="app")],
-        c: Annotated[int, Depends(plain, scope="call")],
-        d: Annotated[int, Depends(plain, use_cache=False)],
+        c: Annotated[int, Depends(plain_call, scope="call")],
+        d: Annotated[int, Depends(plain_uncached, use_cache=False)],
     ) -> None: ...
 
     steps = {step.slot: step for step in Container().plan(root).steps}
