@@ -248,7 +248,9 @@ def _refuse_route_handler(func: object) -> None:
         )
 
 
-def _extra_parameters(name: str, signature: inspect.Signature, dependencies: Sequence[object]) -> list[inspect.Parameter]:
+def _extra_parameters(
+    name: str, signature: inspect.Signature, dependencies: Sequence[object]
+) -> list[inspect.Parameter]:
     """One hidden keyword-only parameter per effect-only dependency (``inject(dependencies=[...])``).
 
     Raises:

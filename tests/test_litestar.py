@@ -1,0 +1,75 @@
+"""di_tasks.litestar: DITasksPlugin injects every handler, checks the app at startup, and a misplaced inject fails."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import httpx
+import pytest
+from litestar import Litestar, Request, Router, get
+from litestar.testing import TestClient
+
+from di_tasks import BackgroundTasks, Container, Depends, WiringError
+from di_tasks.litestar import DITasksPlugin
+
+
+def current_user(request: Request) -> str:  # type: ignore[type-arg]  # any Request
+    return request.headers.get("x-user", "anonymous")
+
+
+@pytest.mark.anyio
+async def test_plugin_injects_handlers_so_a_query_string_cannot_set_the_user() -> None:
+    """No @container.inject: ?user=admin is not the user, tasks run, handlers in a Router too."""
+    log: list[str] = []
+
+    @get("/me")
+    async def me(request: Request, user: Annotated[str, Depends(current_user)], tasks: BackgroundTasks) -> str:  # type: ignore[type-arg]
+        tasks.add_task(log.append, f"seen {user}")
+        return user
+
+    @get("/me")
+    async def routed(request: Request, user: Annotated[str, Depends(current_user)]) -> str:  # type: ignore[type-arg]
+        return user
+
+    app = Litestar([me, Router("/v1", route_handlers=[routed])], plugins=[DITasksPlugin(Container())])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        first = await http.get("/me", params={"user": "admin"}, headers={"x-user": "ada"})
+        second = await http.get("/v1/me", params={"user": "admin"})
+    assert (first.text, second.text) == ("ada", "anonymous")
+    assert log == ["seen ada"]
+
+
+def call_scoped() -> int:
+    return 1
+
+
+def request_scoped(x: Annotated[int, Depends(call_scoped, scope="call")]) -> int:
+    return x
+
+
+def test_startup_lists_every_wiring_error() -> None:
+    """Two handlers with broken graphs: the app does not start, and both are listed."""
+
+    @get("/one")
+    async def one(v: Annotated[int, Depends(request_scoped, scope="app")]) -> int:
+        return v
+
+    @get("/two")
+    async def two(v: Annotated[int, Depends(request_scoped, scope="app")]) -> int:
+        return v
+
+    app = Litestar([one, two], plugins=[DITasksPlugin(Container())])
+    with pytest.raises(WiringError, match=r"2 wiring problem\(s\)(.|\n)*GET /one: (.|\n)*GET /two: "), TestClient(app):
+        pass
+
+
+def test_inject_above_get_is_refused_at_decoration() -> None:
+    """@container.inject above @get: refused with the fix, before the app exists."""
+    container = Container()
+    with pytest.raises(WiringError, match=r"put @container.inject below the route decorator"):
+
+        @container.inject
+        @get("/me")
+        async def me(user: Annotated[str, Depends(current_user)]) -> str:
+            return user
