@@ -212,7 +212,7 @@ def _asgi_request_in(values: Mapping[str, Any]) -> str | None:
     for value in values.values():
         try:
             label = _asgi_label(getattr(value, "scope", None))
-        except Exception:  # noqa: BLE001  # a user object whose ``scope`` property fails is simply not a request
+        except Exception:  # noqa: BLE001, S112  # a user object whose ``scope`` property fails is simply not a request
             continue
         if label is not None:
             return label

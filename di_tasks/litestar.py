@@ -72,7 +72,7 @@ class DITasksPlugin(InitPluginProtocol):
 def _handlers(items: Iterable[Any]) -> Iterator[Any]:
     """Route handler objects (``@get``...) listed directly or in a ``Router``; controllers are left to the check."""
     for item in items:
-        if hasattr(item, "paths") and not isinstance(item, type) and callable(getattr(item, "__call__", None)):
+        if hasattr(item, "paths") and not isinstance(item, type) and callable(item):
             routes = getattr(item, "routes", None)
             if routes is None:
                 yield item
