@@ -17,6 +17,7 @@ import inspect
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import anyio
@@ -224,7 +225,7 @@ def _asgi_request_on_stack() -> str | None:
 
     Only looked for when an injected function opens a scope of its own, which a correctly wired app never does.
     """
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     for _ in range(_STACK_DEPTH):
         if frame is None:
             return None

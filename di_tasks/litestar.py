@@ -8,7 +8,7 @@ every injected handler's graph, listing every error at once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,8 +24,10 @@ from .asgi import ScopeMiddleware
 
 __all__ = ("DITasksPlugin",)
 
-FIX = "list the handler in the app or a Router given to Litestar(plugins=[DITasksPlugin(container)]), or put "
-FIX += "@container.inject below the route decorator"
+FIX = (
+    "list the handler in the app or a Router given to Litestar(plugins=[DITasksPlugin(container)]), or put "
+    "@container.inject below the route decorator"
+)
 
 
 class DITasksPlugin(InitPluginProtocol):
@@ -55,13 +57,15 @@ class DITasksPlugin(InitPluginProtocol):
             if id(fn) not in done:
                 done[id(fn)] = inject(None, fn, self.dependencies)
             handler(done[id(fn)])  # a route handler's public way to set its function (what @get(...) does)
-        app_config.middleware.append(DefineMiddleware(ScopeMiddleware, container=self.container))
-        app_config.lifespan.append(self._lifespan)
+        middleware: Any = ScopeMiddleware  # plain ASGI, typed loosely: Litestar's own scope types are narrower
+        app_config.middleware.append(DefineMiddleware(middleware, container=self.container))
+        lifespans: Any = app_config.lifespan  # pyright: ignore[reportUnknownMemberType]  # Litestar's own Unknown
+        lifespans.append(self._lifespan)
         app_config.on_startup.append(self._check)
         return app_config
 
     @asynccontextmanager
-    async def _lifespan(self, app: Litestar) -> AsyncIterator[None]:
+    async def _lifespan(self, app: Litestar) -> AsyncGenerator[None]:
         async with self.container:
             yield
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import pytest
@@ -13,7 +13,7 @@ from di_tasks import BackgroundTasks, Container, Depends, WiringError
 from di_tasks.litestar import DITasksPlugin
 
 
-def current_user(request: Request) -> str:  # type: ignore[type-arg]  # any Request
+def current_user(request: Request[Any, Any, Any]) -> str:
     return request.headers.get("x-user", "anonymous")
 
 
@@ -23,16 +23,19 @@ async def test_plugin_injects_handlers_so_a_query_string_cannot_set_the_user() -
     log: list[str] = []
 
     @get("/me")
-    async def me(request: Request, user: Annotated[str, Depends(current_user)], tasks: BackgroundTasks) -> str:  # type: ignore[type-arg]
+    async def me(
+        request: Request[Any, Any, Any], user: Annotated[str, Depends(current_user)], tasks: BackgroundTasks
+    ) -> str:
         tasks.add_task(log.append, f"seen {user}")
         return user
 
     @get("/me")
-    async def routed(request: Request, user: Annotated[str, Depends(current_user)]) -> str:  # type: ignore[type-arg]
+    async def routed(request: Request[Any, Any, Any], user: Annotated[str, Depends(current_user)]) -> str:
         return user
 
     app = Litestar([me, Router("/v1", route_handlers=[routed])], plugins=[DITasksPlugin(Container())])
-    transport = httpx.ASGITransport(app=app)
+    asgi_app: Any = app  # Litestar's ASGI types are narrower than httpx's
+    transport = httpx.ASGITransport(app=asgi_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         first = await http.get("/me", params={"user": "admin"}, headers={"x-user": "ada"})
         second = await http.get("/v1/me", params={"user": "admin"})

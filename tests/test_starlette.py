@@ -30,7 +30,9 @@ async def test_setup_injects_undecorated_endpoints_through_mounts() -> None:
     """No @container.inject: a route and a mounted route resolve their dependencies, tasks run after."""
     log: list[str] = []
 
-    async def home(request: Request, agent: Annotated[str, Depends(user_agent)], tasks: BackgroundTasks):
+    async def home(
+        request: Request, agent: Annotated[str, Depends(user_agent)], tasks: BackgroundTasks
+    ) -> JSONResponse:
         tasks.add_task(log.append, f"seen {agent}")
         return JSONResponse({"agent": agent})
 
@@ -47,12 +49,12 @@ async def test_setup_injects_undecorated_endpoints_through_mounts() -> None:
 async def test_a_route_added_after_setup_is_refused_with_the_fix() -> None:
     """app.add_route after setup(): the check names the endpoint and the fix instead of failing per request."""
 
-    async def late(request: Request, tasks: BackgroundTasks):
+    async def late(request: Request, tasks: BackgroundTasks) -> JSONResponse:
         return JSONResponse({})
 
     app = Starlette()
     setup(app, Container())
-    app.add_route("/late", late)
+    app.add_route("/late", late)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]  # the mistake
     async with client(app) as http:
         with pytest.raises(
             WiringError,
@@ -74,10 +76,10 @@ def request_scoped(x: Annotated[int, Depends(call_scoped, scope="call")]) -> int
 async def test_startup_lists_every_wiring_error() -> None:
     """Two endpoints with broken graphs: both are listed at startup."""
 
-    async def one(request: Request, v: Annotated[int, Depends(request_scoped, scope="app")]):
+    async def one(request: Request, v: Annotated[int, Depends(request_scoped, scope="app")]) -> JSONResponse:
         return JSONResponse(v)
 
-    async def two(request: Request, v: Annotated[int, Depends(request_scoped, scope="app")]):
+    async def two(request: Request, v: Annotated[int, Depends(request_scoped, scope="app")]) -> JSONResponse:
         return JSONResponse(v)
 
     app = Starlette(routes=[Route("/one", one), Route("/two", two)])
@@ -90,7 +92,7 @@ async def test_startup_lists_every_wiring_error() -> None:
 def test_setup_refuses_an_endpoint_under_route_middleware() -> None:
     """A route with its own middleware cannot have its endpoint swapped: setup says to decorate it."""
 
-    async def wrapped(request: Request, tasks: BackgroundTasks):
+    async def wrapped(request: Request, tasks: BackgroundTasks) -> JSONResponse:
         return JSONResponse({})
 
     app = Starlette(routes=[Route("/w", wrapped, middleware=[Middleware(GZipMiddleware)])])
