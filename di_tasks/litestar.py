@@ -59,7 +59,7 @@ class DITasksPlugin(InitPluginProtocol):
             handler(done[id(fn)])  # a route handler's public way to set its function (what @get(...) does)
         middleware: Any = ScopeMiddleware  # plain ASGI, typed loosely: Litestar's own scope types are narrower
         app_config.middleware.append(DefineMiddleware(middleware, container=self.container))
-        lifespans: Any = app_config.lifespan  # pyright: ignore[reportUnknownMemberType]  # Litestar's own Unknown
+        lifespans: Any = app_config.lifespan  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]  # Litestar leaves it Unknown
         lifespans.append(self._lifespan)
         app_config.on_startup.append(self._check)
         return app_config
