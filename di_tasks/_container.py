@@ -6,7 +6,7 @@ import functools
 import logging
 import types
 import weakref
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, Literal, Protocol, TypeVar, cast, overload
 
@@ -431,7 +431,15 @@ class Container:
 
     # -- injection -----------------------------------------------------------------------------------------
 
-    def inject(self, func: Callable[..., T]) -> Callable[..., T]:
+    @overload
+    def inject(self, func: Callable[..., T], /, *, dependencies: Sequence[object] = ()) -> Callable[..., T]: ...
+    @overload
+    def inject(
+        self, func: None = None, /, *, dependencies: Sequence[object] = ()
+    ) -> Callable[[Callable[..., T]], Callable[..., T]]: ...
+    def inject(
+        self, func: Callable[..., T] | None = None, /, *, dependencies: Sequence[object] = ()
+    ) -> Callable[..., T] | Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorate ``func`` so its injected parameters are resolved in the current scope.
 
         The wrapper's ``__signature__`` (and ``__annotations__``) keep the parameters the caller or a framework
@@ -447,18 +455,38 @@ class Container:
         drop the injected parameters, and keeping them would make type checkers demand arguments the wrapper
         rejects. The return type is kept.
 
+        Called inside an ASGI request with no scope active (``ScopeMiddleware`` or the framework integration
+        forgotten), the function still runs in a scope of its own, whose tasks run before the response is sent:
+        that is said once per function with a ``RuntimeWarning`` naming the request and the fix. It is noticed when
+        an argument is the framework's request (it keeps its ASGI ``scope``) or, for an async function, when the
+        ASGI app call is on the stack.
+
+        ``@container.inject(dependencies=[Depends(verify_token)])`` adds dependencies run for their effect only,
+        as FastAPI's ``dependencies=[...]`` on a route: each is resolved (in order, before the function's own
+        parameters) in the same scope and cache, and its value is not passed. A generator dependency's teardown
+        runs with its scope's.
+
         Args:
-            func: a function or async function.
+            func: a function or async function; omitted, ``inject(dependencies=...)`` returns the decorator.
+            dependencies: effect-only dependencies, each a ``Depends(f)`` marker (for ``use_cache``/``scope``) or
+                a callable.
 
         Returns:
-            The wrapper, sync or async like ``func``.
+            The wrapper, sync or async like ``func`` (or, without ``func``, a decorator that makes it).
 
         Raises:
-            WiringError: ``func`` is a generator function or a class, has ``*args``/``**kwargs``, or its graph
-                cannot be wired; DependencyCycleError and ScopeError likewise: the graph is solved here, once.
+            WiringError: ``func`` is a generator function, a class or a route handler object (the decorators are
+                in the wrong order), has ``*args``/``**kwargs``, a ``dependencies`` item is not a callable or a
+                ``Depends(f)``, or its graph cannot be wired; DependencyCycleError and ScopeError likewise: the
+                graph is solved here, once.
         """
-        wrapper = inject(self, func)
-        self._share(self.plan(func))
+        if func is None:
+            return functools.partial(self._inject, dependencies=dependencies)
+        return self._inject(func, dependencies=dependencies)
+
+    def _inject(self, func: Callable[..., T], dependencies: Sequence[object]) -> Callable[..., T]:
+        wrapper = inject(self, func, dependencies)
+        self._share(self.plan(getattr(wrapper, "__di_tasks_injected__", func)))
         return wrapper
 
     def _share(self, plan: Plan) -> None:

@@ -25,6 +25,9 @@ import pytest
 import di_tasks
 import di_tasks.asgi
 import di_tasks.celery
+import di_tasks.fastapi
+import di_tasks.litestar
+import di_tasks.starlette
 import di_tasks.testing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,7 +115,15 @@ def test_every_public_name_has_a_reference_entry() -> None:
     entries = set(re.findall(r"^::: ([\w.]+)$", reference, flags=re.MULTILINE))
     public = {
         f"{module.__name__}.{name}"
-        for module in (di_tasks, di_tasks.asgi, di_tasks.testing, di_tasks.celery)
+        for module in (
+            di_tasks,
+            di_tasks.asgi,
+            di_tasks.testing,
+            di_tasks.celery,
+            di_tasks.fastapi,
+            di_tasks.starlette,
+            di_tasks.litestar,
+        )
         for name in module.__all__
     }
     fixtures = {f"di_tasks.pytest_plugin.{name}" for name in ("di_container", "di_captured", "di_override")}

@@ -4,10 +4,13 @@ import contextvars
 import inspect
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from typing import Annotated, Any, assert_type
+from typing import Annotated, Any, ClassVar, assert_type
 
 import anyio
 import anyio.to_thread
+import fastapi as _fastapi
+import httpx as _httpx
+import litestar as _litestar
 import pytest
 
 from di_tasks import (
@@ -440,3 +443,93 @@ async def test_an_async_callable_instance_gets_the_async_wrapper() -> None:
 def body_error(scope: Scope) -> BaseException | None:
     """The scope's recorded body error, read through a call so a type checker does not narrow it between reads."""
     return scope.body_error
+
+
+# -- the integration issue: a forgotten middleware, effect-only dependencies, a misplaced decorator ---------------
+
+
+@pytest.mark.anyio
+async def test_inject_without_middleware_in_an_asgi_request_warns_once_naming_the_fix() -> None:
+    """ScopeMiddleware forgotten: the tasks run before the response, and a RuntimeWarning says so, once."""
+    container = Container()
+    app = _fastapi.FastAPI()
+    ran: list[str] = []
+
+    @app.get("/job")
+    @container.inject
+    async def job(background_tasks: BackgroundTasks) -> str:
+        background_tasks.add_task(ran.append, "task")
+        return "ok"
+
+    transport = _httpx.ASGITransport(app=app)
+    async with _httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        with pytest.warns(
+            RuntimeWarning,
+            match=r"job was called during the ASGI request GET /job with no di_tasks .*"
+            r"ran its background tasks before the response.*ScopeMiddleware",
+        ):
+            await http.get("/job")
+        await http.get("/job")  # no second warning: warnings are errors in this suite
+    assert ran == ["task", "task"]
+
+
+def test_inject_without_middleware_in_a_sync_endpoint_taking_the_request_warns() -> None:
+    """A sync endpoint in a worker thread is noticed through the request it was given."""
+
+    class FakeRequest:
+        scope: ClassVar[dict[str, str]] = {"type": "http", "method": "GET", "path": "/sync"}
+
+    container = Container()
+
+    @container.inject
+    def endpoint(request: FakeRequest, background_tasks: BackgroundTasks) -> str:
+        return "ok"
+
+    with pytest.warns(RuntimeWarning, match=r"endpoint was called during the ASGI request GET /sync"):
+        assert endpoint(FakeRequest()) == "ok"
+
+
+def test_inject_dependencies_run_first_for_their_effect() -> None:
+    """inject(dependencies=[...]) resolves each dependency before the function's own parameters; values unused."""
+    calls: list[str] = []
+
+    def verify_token(token: str) -> str:
+        calls.append(f"verify {token}")
+        return "unused"
+
+    def load() -> int:
+        calls.append("load")
+        return 1
+
+    container = Container()
+
+    @container.inject(dependencies=[Depends(verify_token), load])
+    async def endpoint(token: str, value: Annotated[int, Depends(load)]) -> int:
+        calls.append("body")
+        return value
+
+    assert container.run(endpoint, token="t") == 1
+    assert calls == ["verify t", "load", "body"]  # load cached: run once for the dependency and the parameter
+    assert container.solve(endpoint).nodes[0].name.endswith(".verify_token")  # the graph shows it
+
+
+def test_inject_dependencies_must_be_markers_or_callables() -> None:
+    """A wrong item is named with its index and the fix."""
+    container = Container()
+
+    async def endpoint() -> None: ...
+
+    with pytest.raises(WiringError, match=r"dependencies\[0\] of .*endpoint is 'x', not a callable"):
+        container.inject(dependencies=["x"])(endpoint)
+    with pytest.raises(WiringError, match=r"dependencies\[0\] of .*endpoint is Depends\(\) with no callable"):
+        container.inject(dependencies=[Depends()])(endpoint)
+
+
+def test_inject_refuses_a_litestar_route_handler() -> None:
+    """@container.inject above Litestar's @get is refused at decoration, with the fix."""
+    container = Container()
+
+    async def handler(background_tasks: BackgroundTasks) -> None: ...
+
+    with pytest.raises(WiringError, match=r"route handler .* put @container.inject below the route decorator"):
+        container.inject(_litestar.get("/x")(handler))
