@@ -11,7 +11,11 @@ Fixtures:
     di_container: a fresh :class:`~di_tasks.Container` per test. Override this fixture in your ``conftest.py``
         to test your app's container (``return app_container``); the other fixtures then act on it.
     di_captured: the :class:`~di_tasks.testing.CapturedTasks` of ``di_container`` for the whole test: tasks are
-        recorded instead of run; ``await di_captured.run()`` (or ``di_captured.run_sync()``) runs them.
+        recorded instead of run; ``await di_captured.run()`` (or ``di_captured.run_sync()``) runs them, after
+        their scope's teardown.
+    di_captured_held: the same, captured with ``hold=True``: a scope with request-scoped dependencies left to
+        tear down waits in its exit until ``await di_captured_held.run()`` runs its tasks there (the request's DB
+        session still open), for an async test that drives the request concurrently.
     di_override: ``di_override(target, replacement)`` overrides a dependency of ``di_container`` for the rest of
         the test; overrides stack, and all are undone when the test ends, so none leaks into the next test.
 """
@@ -45,6 +49,16 @@ def di_captured(di_container: Container) -> Iterator[CapturedTasks]:
     from di_tasks.testing import capture_tasks  # lazy: only the tests that ask for the fixture load the helpers
 
     with capture_tasks(di_container) as captured:
+        yield captured
+
+
+@pytest.fixture
+def di_captured_held(di_container: Container) -> Iterator[CapturedTasks]:
+    """The tasks queued under ``di_container`` during the test, captured and held in their scope's exit until
+    ``await di_captured_held.run()`` runs them there (``capture_tasks(di_container, hold=True)``)."""
+    from di_tasks.testing import capture_tasks  # lazy: only the tests that ask for the fixture load the helpers
+
+    with capture_tasks(di_container, hold=True) as captured:
         yield captured
 
 

@@ -9,6 +9,10 @@ Typical use::
         container.run(signup, email="ada@example.com")
     assert [(t.func, t.args) for t in captured] == [(send_welcome, ("ada@example.com",))]
     captured.run_sync()  # run them now, raising their failures
+
+Captured tasks run after their scope has exited (``container.run`` returns only then). A task that needs the
+request's resources still open (its DB session) is tested with ``capture_tasks(container, hold=True)``: see
+:func:`capture_tasks`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import logging
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
@@ -23,13 +28,14 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Generic, Literal, TypeVar, overload
 
 import anyio
+import anyio.lowlevel
 
 from ._container import Container
 from ._errors import BackgroundTaskError, DITasksError, format_path
 from ._flush import Flusher, TaskChecker
 from ._inspect import Kind, kind_of, qualname
 from ._markers import Depends
-from ._scope import Scope
+from ._scope import Scope, current_scope
 from ._solver import Solver
 from ._tasks import Task, TaskState, task_value_errors
 
@@ -53,6 +59,7 @@ __all__ = (
 )
 
 _T = TypeVar("_T")
+logger = logging.getLogger("di_tasks")
 Overrides = Mapping[Callable[..., Any], Callable[..., Any]]
 
 
@@ -63,17 +70,36 @@ class CapturedTasks(Sequence[Task]):
     marked ``TaskState.HANDED_OFF`` (it has no outcome yet) and keeps its ``func``, ``args`` and ``kwargs`` to
     assert on. :meth:`run` (or :meth:`run_sync`) runs the captured tasks later, under the overrides that were
     active when they were captured, and raises their failures.
+
+    Made with ``hold=True`` (``capture_tasks(container, hold=True)``), a scope that exits with request-scoped
+    resources still to tear down waits in its exit, tasks captured, until :meth:`run` runs them there, before its
+    teardown, in the documented exit order (see :func:`capture_tasks`).
     """
 
-    def __init__(self, container: Container, checker: TaskChecker | None = None) -> None:
+    def __init__(
+        self,
+        container: Container,
+        checker: TaskChecker | None = None,
+        *,
+        hold: bool = False,
+        hold_timeout: float = 10.0,
+    ) -> None:
         """Make an empty capture for ``container``.
 
         Args:
             container: the container whose tasks are captured; it also runs them in :meth:`run`.
             checker: the add-time check of the flusher being replaced (e.g. an external queue's
                 serialisation check), still applied to every task added while capturing.
+            hold: keep each exiting scope open, its tasks captured, until :meth:`run` runs them in it.
+            hold_timeout: seconds a scope is held at most; then its exit raises ``TimeoutError``.
         """
         self.container = container
+        self.hold = hold
+        self.hold_timeout = hold_timeout
+        self._held: list[_Hold] = []  # the scopes waiting in their exit for run(), oldest first
+        self._running = 0  # run() calls under way: a scope exiting meanwhile runs its tasks at once
+        self._ran: list[Task] = []  # the tasks run by the current run(), wherever they ran
+        self._arrived: anyio.Event | None = None  # made by wait_for(): Event() needs a running loop
         self._checker = checker
         self._tasks: list[Task] = []
         self._overrides: list[dict[Any, Callable[..., Any]]] = []  # the overrides active when each was captured
@@ -84,14 +110,101 @@ class CapturedTasks(Sequence[Task]):
     # -- Flusher and TaskChecker ---------------------------------------------------------------------------
 
     async def flush(self, tasks: Sequence[Task], /) -> None:
-        """Record ``tasks`` instead of running them (the :class:`~di_tasks.Flusher` method)."""
+        """Record ``tasks`` instead of running them (the :class:`~di_tasks.Flusher` method).
+
+        With ``hold``, when their scope still has request-scoped dependencies to tear down, wait here (in the
+        scope's exit, before that teardown) until :meth:`run` has them run here, or the capture block exits.
+
+        Raises:
+            TimeoutError: held for ``hold_timeout`` seconds without :meth:`run` being awaited.
+        """
         overrides = dict(self.container.overrides)
+        worth_holding = self.hold and _tears_down_later(tasks)
+        first = len(self._tasks)
         for task in tasks:
             context = task.context
             task.mark(TaskState.HANDED_OFF)
             self._tasks.append(task)
             self._overrides.append(overrides)
             self._contexts.append(context)
+        if self._arrived is not None:
+            self._arrived.set()
+        if not worth_holding:
+            return
+        if self._running:  # run() is under way: no one would release a new hold, so run these now, in this exit
+            await self._run_from(first, len(self._tasks))
+            return
+        await self._wait_in_exit(_Hold(first, len(self._tasks)))
+
+    async def _wait_in_exit(self, hold: _Hold) -> None:
+        """Hold a scope's exit until :meth:`run` lets it run its tasks (then run them) or the block exits."""
+        self._held.append(hold)
+        try:
+            with anyio.move_on_after(self.hold_timeout) as deadline:
+                await hold.go.wait()
+        finally:
+            if hold in self._held:
+                self._held.remove(hold)
+        if deadline.cancelled_caught:
+            names = ", ".join(t.name for t in self._tasks[hold.start : hold.stop])
+            raise TimeoutError(
+                f"capture_tasks(hold=True) held a scope's exit for {self.hold_timeout} s with its task(s) {names} "
+                "captured, and no 'await captured.run()' came: await it while the request runs (e.g. "
+                "tg.start_soon(container.call, endpoint); await captured.wait_for(1); await captured.run()), or "
+                "capture without hold=True"
+            )
+        if hold.run:
+            try:
+                await self._run_from(hold.start, hold.stop)
+            finally:
+                hold.finished.set()
+
+    async def _run_from(self, start: int, stop: int) -> None:
+        """Run the captured tasks ``start:stop`` not run yet, here, as :meth:`run` does."""
+        for index in range(start, stop):
+            task = self._tasks[index]
+            if task.state is TaskState.HANDED_OFF:
+                _reopen(task, self._contexts[index])
+                self._ran.append(task)
+                with _overrides(self.container, self._overrides[index]):
+                    await task.run()
+
+    def release(self) -> None:
+        """Let every held scope go on exiting without running its tasks (``capture_tasks`` calls it on exit).
+
+        The tasks stay captured (``HANDED_OFF``, in :attr:`pending`) and are logged at WARNING by name; a later
+        :meth:`run` runs them after their scope's teardown, as without ``hold``. No scope is held after this.
+        """
+        self.hold = False
+        held, self._held = self._held, []
+        for hold in held:
+            names = ", ".join(t.display_name for t in self._tasks[hold.start : hold.stop])
+            logger.warning("capture block exited with held task(s) not run; their scope goes on exiting: %s", names)
+            hold.go.set()
+
+    async def wait_for(self, count: int, *, timeout: float = 5.0) -> None:  # noqa: ASYNC109  # bounded by default: a request that never adds its tasks fails the test with what was captured, not a hang
+        """Wait until at least ``count`` tasks have been captured (all scopes together, since the capture began).
+
+        With ``hold``, a test drives the request concurrently and waits here until its scope has exited up to
+        its tasks (held), then asserts and runs them: see :func:`capture_tasks`.
+
+        Args:
+            count: how many captured tasks to wait for.
+            timeout: seconds to wait at most.
+
+        Raises:
+            TimeoutError: fewer than ``count`` tasks were captured within ``timeout`` seconds.
+        """
+        with anyio.move_on_after(timeout):
+            while len(self._tasks) < count:
+                self._arrived = anyio.Event()
+                await self._arrived.wait()
+        self._arrived = None
+        if len(self._tasks) < count:
+            raise TimeoutError(
+                f"CapturedTasks.wait_for({count}): {len(self._tasks)} task(s) captured after {timeout} s "
+                f"({', '.join(t.name for t in self._tasks) or 'none'}); did the request run, and add its tasks?"
+            )
 
     def check_task(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], /) -> None:
         """Apply the replaced flusher's add-time check, so a test fails where production would."""
@@ -141,25 +254,30 @@ class CapturedTasks(Sequence[Task]):
         it), with the container's app lifetime open (entered here if it is not). Tasks added while these run (by
         tasks that have dependencies) are captured and run too, in the same call.
 
+        With ``hold``, the tasks of the scopes held in their exit run first, each in its scope's exit (so with the
+        request's resources still open), one scope after another; each scope then goes on with its teardown.
+
         Raises:
             BackgroundTaskError: one or more tasks failed; every task still ran.
+            RuntimeError: a scope is held on another event loop than this one.
         """
-        ran: list[Task] = []
+        self._check_loop()
         container = self.container
         previous = container.flusher
         container.flusher = self  # tasks added by the tasks run here are captured, then run below
+        self._running += 1
+        if self._running == 1:
+            self._ran = []
+        ran = self._ran
         try:
             async with container:
+                await self._run_held()
                 index = 0
-                while index < len(self._tasks):
-                    task, overrides, context = self._tasks[index], self._overrides[index], self._contexts[index]
+                while index < len(self._tasks):  # read per turn: the tasks run here may capture more
+                    await self._run_from(index, index + 1)
                     index += 1
-                    if task.state is TaskState.HANDED_OFF:
-                        _reopen(task, context)
-                        ran.append(task)
-                        with _overrides(container, overrides):
-                            await task.run()
         finally:
+            self._running -= 1
             container.flusher = previous
         failed = [t for t in ran if t.state is TaskState.FAILED]
         if failed:
@@ -167,15 +285,60 @@ class CapturedTasks(Sequence[Task]):
                 f"{len(failed)} captured task(s) failed: {', '.join(t.name for t in failed)}", failed
             )
 
+    async def _run_held(self) -> None:
+        """Let each held scope run its tasks in its exit, one scope at a time, oldest first."""
+        while self._held:
+            hold = self._held.pop(0)
+            hold.run = True
+            hold.go.set()
+            await hold.finished.wait()
+
+    def _check_loop(self) -> None:
+        if self._held and self._held[0].loop != anyio.lowlevel.current_token():
+            raise RuntimeError(
+                "CapturedTasks.run() was awaited on another event loop than the one its held scopes exit on; "
+                "await it in the test that drives the request"
+            )
+
     def run_sync(self, *, backend: Literal["asyncio", "trio"] = "asyncio") -> None:
         """:meth:`run` from synchronous code, on a new event loop of ``backend``.
 
         Raises:
             BackgroundTaskError: one or more tasks failed; every task still ran.
-            RuntimeError: called inside a running event loop (``await captured.run()`` there).
+            RuntimeError: called inside a running event loop (``await captured.run()`` there), or while scopes
+                are held (``hold=True``): their tasks run in their exit, on their loop, by ``await captured.run()``.
         """
+        if self._held:
+            names = ", ".join(t.name for hold in self._held for t in self._tasks[hold.start : hold.stop])
+            raise RuntimeError(
+                f"CapturedTasks.run_sync() cannot run held task(s) {names}: their scope waits in its exit on an "
+                "event loop; use 'await captured.run()' in the async test that drives the request"
+            )
         _no_running_loop("CapturedTasks.run_sync()", "await captured.run()")
         anyio.run(self.run, backend=backend)
+
+
+class _Hold:
+    """One scope waiting in its exit: its captured tasks are ``start:stop`` of the capture."""
+
+    __slots__ = ("finished", "go", "loop", "run", "start", "stop")
+
+    def __init__(self, start: int, stop: int) -> None:
+        self.start, self.stop = start, stop
+        self.go = anyio.Event()  # set by run() (with ``run``) or by the block's exit (without)
+        self.finished = anyio.Event()  # set once the scope has run its tasks
+        self.run = False
+        self.loop = anyio.lowlevel.current_token()
+
+
+def _tears_down_later(tasks: Sequence[Task]) -> bool:
+    """Whether the scope these tasks were added in still has request-scoped dependencies to tear down: only
+    then does holding its exit change anything (tasks added during teardown are flushed after it)."""
+    for task in tasks:
+        scope = task.context.get(current_scope)
+        if scope is not None and scope.exit_stack:
+            return True
+    return False
 
 
 class _ScopeCapture:
@@ -200,7 +363,9 @@ class _ScopeCapture:
 
 
 @contextmanager
-def capture_tasks(target: Container | Scope) -> Generator[CapturedTasks, None, None]:
+def capture_tasks(
+    target: Container | Scope, *, hold: bool = False, hold_timeout: float = 10.0
+) -> Generator[CapturedTasks, None, None]:
     """Inside the block, capture tasks instead of running them.
 
     With a container, every scope of that container is captured (``Container.call``/``run``, ``scope()``,
@@ -215,8 +380,24 @@ def capture_tasks(target: Container | Scope) -> Generator[CapturedTasks, None, N
     The flusher's add-time check (:class:`~di_tasks.TaskChecker`), if it has one, still applies. Blocks nest;
     on exit the previous flusher is back.
 
+    Without ``hold``, the scope has exited (its request-scoped dependencies torn down) by the time its tasks can be
+    run: ``container.run``/``call`` return only then. With ``hold=True``, a scope that exits with request-scoped
+    dependencies still to tear down waits in its exit, its tasks captured, until ``await captured.run()`` runs them
+    there, before the teardown, as in production. The test drives the request concurrently::
+
+        with capture_tasks(container, hold=True) as captured:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(container.call, endpoint)
+                await captured.wait_for(1)  # captured; the scope waits with its DB session open
+                await captured.run()  # runs in the scope's exit; then the session is closed
+
+    Leaving the block releases the scopes still held: their tasks stay captured, not run (logged at WARNING).
+    A scope held longer than ``hold_timeout`` seconds raises ``TimeoutError`` from its exit.
+
     Args:
         target: a :class:`~di_tasks.Container`, or a :class:`~di_tasks.Scope` that exits inside the block.
+        hold: hold each exiting scope until :meth:`CapturedTasks.run` (see above).
+        hold_timeout: seconds a scope is held at most.
 
     Returns:
         A context manager yielding the :class:`CapturedTasks`, filled as scopes exit.
@@ -231,7 +412,7 @@ def capture_tasks(target: Container | Scope) -> Generator[CapturedTasks, None, N
     else:
         raise TypeError(f"capture_tasks() takes a Container or a Scope, got {target!r}")
     previous = container.flusher
-    captured = CapturedTasks(container, container.task_checker)
+    captured = CapturedTasks(container, container.task_checker, hold=hold, hold_timeout=hold_timeout)
     if isinstance(target, Scope):
         container.flusher = _ScopeCapture(target, captured, previous)
     else:
@@ -240,6 +421,7 @@ def capture_tasks(target: Container | Scope) -> Generator[CapturedTasks, None, N
         yield captured
     finally:
         container.flusher = previous
+        captured.release()
 
 
 def _reopen(task: Task, context: contextvars.Context) -> None:

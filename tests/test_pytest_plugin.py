@@ -85,6 +85,52 @@ def test_fixtures_capture_and_run_on_asyncio_and_trio(project: pytest.Pytester) 
     project.runpytest("-W", "error").assert_outcomes(passed=4)
 
 
+def test_di_captured_held_runs_a_task_with_the_request_session_open(project: pytest.Pytester) -> None:
+    """A user's async test with di_captured_held runs the task before the session's teardown, on both backends."""
+    project.makepyfile(
+        test_held="""
+        from collections.abc import Iterator
+        from typing import Annotated
+
+        import anyio
+        import pytest
+        from di_tasks import BackgroundTasks, Depends
+
+        pytestmark = pytest.mark.anyio
+        LOG = []
+
+        class Connection:
+            open = True
+
+            def execute(self, statement):
+                if not self.open:
+                    raise ValueError("no active connection")
+                LOG.append(statement)
+
+        def db_session() -> Iterator[Connection]:
+            connection = Connection()
+            yield connection
+            connection.open = False
+            LOG.append("closed")
+
+        def save(db, name):
+            db.execute(f"insert {name}")
+
+        async def endpoint(tasks: BackgroundTasks, db: Annotated[Connection, Depends(db_session)]):
+            tasks.add_task(save, db, "ada")
+
+        async def test_save(di_container, di_captured_held):
+            LOG.clear()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(di_container.call, endpoint)
+                await di_captured_held.wait_for(1)
+                await di_captured_held.run()
+            assert LOG == ["insert ada", "closed"]
+        """
+    )
+    project.runpytest("-W", "error").assert_outcomes(passed=2)
+
+
 def test_overrides_stack_and_are_undone_at_teardown(project: pytest.Pytester) -> None:
     """Overrides given to di_override stack; after the test the container has none left."""
     project.makepyfile(

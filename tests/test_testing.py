@@ -10,7 +10,14 @@ from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.lowlevel
+import fastapi
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 from di_tasks import (
     BackgroundTaskError,
@@ -24,6 +31,7 @@ from di_tasks import (
     TaskState,
     WiringError,
 )
+from di_tasks.asgi import ScopeMiddleware
 from di_tasks.testing import CallResult, CapturedTasks, call, capture_tasks, run, validate, wiring_errors
 
 pytestmark = pytest.mark.anyio
@@ -661,3 +669,251 @@ def test_wiring_errors_sees_through_inject_wrappers() -> None:
         errors = wiring_errors(container, injected)
     assert [type(e) for e in errors] == [WiringError]
     assert errors[0].path[-1] == "test_testing.needs_star"
+
+
+# -- hold=True: captured tasks run in their scope's exit, before its teardown ------------------------------------
+
+
+class Connection:
+    """A fake database connection: unusable once the request's teardown has closed it."""
+
+    def __init__(self) -> None:
+        self.open = True
+
+    def execute(self, statement: str) -> None:
+        if not self.open:
+            raise ValueError("no active connection")
+        LOG.append(statement)
+
+
+def db_session() -> Iterator[Connection]:
+    connection = Connection()
+    LOG.append("open")
+    yield connection
+    connection.open = False
+    LOG.append("closed")
+
+
+def save(db: Connection, name: str) -> None:
+    db.execute(f"insert {name}")
+
+
+async def saves(tasks: BackgroundTasks, db: Annotated[Connection, Depends(db_session)], name: str = "ada") -> str:
+    tasks.add_task(save, db, name)
+    return "saved"
+
+
+def session_closing_with_a_task(tasks: BackgroundTasks) -> Iterator[Connection]:
+    connection = Connection()
+    yield connection
+    connection.open = False
+    tasks.add_task(note, "added during teardown")
+
+
+async def saves_then_audits(
+    tasks: BackgroundTasks, db: Annotated[Connection, Depends(session_closing_with_a_task)]
+) -> None:
+    tasks.add_task(save, db, "ada")
+
+
+async def test_without_hold_a_captured_task_runs_after_the_teardown() -> None:
+    """Without hold, ``container.call`` returns after the teardown, so the task meets a closed connection."""
+    container = Container()
+    with capture_tasks(container) as captured:
+        await container.call(saves)
+    with pytest.raises(BackgroundTaskError, match="save") as caught:
+        await captured.run()
+    assert isinstance(caught.value.exceptions[0], ValueError)
+    assert LOG == ["open", "closed"]
+
+
+async def test_a_held_task_runs_with_the_request_session_still_open() -> None:
+    """With hold, the task runs in the scope's exit (connection open), then the teardown closes it."""
+    container = Container()
+    with capture_tasks(container, hold=True) as captured:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(container.call, saves)
+            await captured.wait_for(1)
+            assert [(t.func, t.args[1:]) for t in captured] == [(save, ("ada",))]
+            assert LOG == ["open"]  # captured, the scope waits with its connection open
+            await captured.run()
+    assert LOG == ["open", "insert ada", "closed"]
+    assert [t.state for t in captured] == [TaskState.SUCCEEDED]
+
+
+def save_then_fail(db: Connection) -> None:
+    db.execute("insert half")
+    raise RuntimeError("disk full")
+
+
+async def saves_badly(tasks: BackgroundTasks, db: Annotated[Connection, Depends(db_session)]) -> None:
+    tasks.add_task(save_then_fail, db)
+    tasks.add_task(save, db, "bob")
+
+
+async def test_a_held_task_that_fails_raises_from_run_after_every_task_ran() -> None:
+    """A held task's failure is raised by ``run()`` once every held task ran; the scope then tears down."""
+    container = Container()
+
+    async def request() -> None:  # as in production, the request's own exit raises its tasks' failures too
+        with pytest.raises(BackgroundTaskError, match="save_then_fail"):
+            await container.call(saves_badly)
+
+    with capture_tasks(container, hold=True) as captured:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(request)
+            await captured.wait_for(2)
+            with pytest.raises(BackgroundTaskError, match=r"1 captured task\(s\) failed: .*save_then_fail"):
+                await captured.run()
+    assert LOG == ["open", "insert half", "insert bob", "closed"]
+
+
+async def test_leaving_the_block_with_held_tasks_never_hangs(caplog: pytest.LogCaptureFixture) -> None:
+    """Exiting the block releases the held scope: its tasks stay captured, not run, logged by name."""
+    container = Container()
+    captured = CapturedTasks(container)  # replaced by the block's own
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            with capture_tasks(container, hold=True) as captured:
+                tg.start_soon(container.call, saves)
+                await captured.wait_for(1)
+    assert LOG == ["open", "closed"]
+    assert captured.pending == list(captured)
+    assert "held task(s) not run" in caplog.text
+    assert "save" in caplog.text
+
+
+async def test_a_scope_held_too_long_raises_a_timeout_naming_the_fix() -> None:
+    """A held scope whose test never awaits ``run()`` fails its exit after ``hold_timeout``, not hangs."""
+    container = Container()
+    with (
+        capture_tasks(container, hold=True, hold_timeout=0.05) as captured,
+        pytest.raises(TimeoutError, match=r"held a scope's exit .*save captured.*await captured.run\(\)"),
+    ):
+        await container.call(saves)
+    assert LOG == ["open", "closed"]
+    assert captured.pending == list(captured)
+
+
+async def test_run_sync_with_held_tasks_points_to_await_run() -> None:
+    """``run_sync()`` cannot run tasks held in a scope's exit on a loop: it says to await ``run()``."""
+    container = Container()
+    with capture_tasks(container, hold=True) as captured:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(container.call, saves)
+            await captured.wait_for(1)
+            with pytest.raises(RuntimeError, match=r"run_sync\(\) cannot run held task\(s\) .*save.*await captured"):
+                captured.run_sync()
+            await captured.run()
+    assert LOG == ["open", "insert ada", "closed"]
+
+
+async def test_run_on_another_loop_than_the_held_scope_is_refused() -> None:
+    """Held scopes wait on the test's loop; ``run()`` on a loop of another thread is an error, not a hang."""
+    container = Container()
+    with capture_tasks(container, hold=True) as captured:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(container.call, saves)
+            await captured.wait_for(1)
+            with pytest.raises(RuntimeError, match=r"run\(\) was awaited on another event loop"):
+                await anyio.to_thread.run_sync(anyio.run, captured.run)
+            await captured.run()
+    assert LOG == ["open", "insert ada", "closed"]
+
+
+async def test_wait_for_times_out_naming_what_was_captured() -> None:
+    """``wait_for(n)`` fails after its timeout with the count and names of what was captured."""
+    container = Container()
+    with (
+        capture_tasks(container, hold=True) as captured,
+        pytest.raises(TimeoutError, match=r"wait_for\(1\): 0 task\(s\) captured after 0.05 s \(none\)"),
+    ):
+        await captured.wait_for(1, timeout=0.05)
+
+
+async def test_a_scope_with_nothing_to_tear_down_is_not_held() -> None:
+    """Holding only matters before a teardown: a scope without one exits at once, its tasks captured."""
+    container = Container()
+    with anyio.fail_after(5), capture_tasks(container, hold=True) as captured:
+        await container.call(queues_greeting)
+        assert [t.state for t in captured] == [TaskState.HANDED_OFF]
+        await captured.run()
+    assert LOG == ["hello real"]
+
+
+async def test_tasks_added_during_teardown_are_captured_not_held() -> None:
+    """The exit's second flush (tasks added by a teardown) comes after the teardown, so it is not held."""
+    container = Container()
+    with anyio.fail_after(5), capture_tasks(container, hold=True) as captured:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(container.call, saves_then_audits)
+            await captured.wait_for(1)
+            await captured.run()  # the request goes on: teardown, then the second flush, which must not wait
+            await captured.wait_for(2)
+        await captured.run()  # the teardown's task, if the first run() did not already pick it up
+    assert LOG == ["insert ada", "added during teardown"]
+    assert [t.state for t in captured] == [TaskState.SUCCEEDED, TaskState.SUCCEEDED]
+
+
+def own_collector(tasks: BackgroundTasks) -> BackgroundTasks:
+    return tasks
+
+
+async def saves_in_its_own_session(
+    db: Connection = Depends(db_session), tasks: BackgroundTasks = Depends(own_collector)
+) -> None:
+    tasks.add_task(save, db, "bob")
+
+
+async def uses_session_and_queues(tasks: BackgroundTasks, db: Annotated[Connection, Depends(db_session)]) -> None:
+    tasks.add_task(save, db, "ada")
+    tasks.add_task(saves_in_its_own_session)
+
+
+async def test_tasks_queued_by_held_tasks_run_in_the_same_run() -> None:
+    """A held task's own scope exiting during ``run()`` runs its tasks at once, before its own teardown."""
+    container = Container()
+    with anyio.fail_after(5), capture_tasks(container, hold=True) as captured:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(container.call, uses_session_and_queues)
+            await captured.wait_for(2)
+            await captured.run()
+    assert LOG == ["open", "insert ada", "open", "insert bob", "closed", "closed"]
+    assert [t.state for t in captured] == [TaskState.SUCCEEDED] * 3
+
+
+def make_app(framework: str, container: Container) -> Any:
+    """A FastAPI or Starlette app whose endpoint queues ``save`` with the request's DB session."""
+    if framework == "fastapi":
+        app = fastapi.FastAPI()
+        app.post("/users/{name}")(container.inject(saves))
+        return ScopeMiddleware(app, container=container)
+
+    @container.inject
+    async def route(request: Request, tasks: BackgroundTasks, db: Annotated[Connection, Depends(db_session)]) -> Any:
+        tasks.add_task(save, db, request.path_params["name"])
+        return PlainTextResponse("saved")
+
+    routes = [Route("/users/{name}", route, methods=["POST"])]
+    return Starlette(routes=routes, middleware=[Middleware(ScopeMiddleware, container=container)])
+
+
+@pytest.mark.parametrize("framework", ["fastapi", "starlette"])
+async def test_a_held_task_of_an_asgi_request_uses_its_session_before_teardown(framework: str) -> None:
+    """Under httpx.ASGITransport, the request's task runs on ``run()`` with its session open, then it closes."""
+    container = Container()
+    responses: list[httpx.Response] = []
+    transport = httpx.ASGITransport(app=make_app(framework, container))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+
+        async def post() -> None:
+            responses.append(await client.post("/users/ada"))
+
+        with anyio.fail_after(5), capture_tasks(container, hold=True) as captured:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(post)
+                await captured.wait_for(1)
+                assert LOG == ["open"]
+                await captured.run()
+    assert LOG == ["open", "insert ada", "closed"]
+    assert responses[0].status_code == 200
