@@ -98,10 +98,10 @@ class Container:
         self.task_timeout = task_timeout
         self.task_threads = task_threads
         self.run_tasks_on_error = run_tasks_on_error
-        self.on_task_error = _checked_hook(on_task_error)
+        self.on_task_error: TaskErrorHook | None = _checked_hook(on_task_error)
         self.concurrent_resolution = concurrent_resolution
         self.task_observer = task_observer
-        self.task_failures = 0
+        self.task_failures: int = 0
         """How many tasks of this container have failed so far (each ``Task.fail``)."""
         self._overrides: dict[Any, Callable[..., Any]] = {}
         self._override_stack: list[tuple[object, Any, Callable[..., Any]]] = []
@@ -117,7 +117,7 @@ class Container:
         an injected function it calls resolves in that scope and must get the same values; nothing else reads it."""
         self.lifetimes: Lifetimes = {}
         """Each provider's lifetime as first used in this container, and where: one provider, one lifetime."""
-        self.app = AppLifetime()
+        self.app: AppLifetime = AppLifetime()
         """The app lifetime: app-scoped values and their teardown (see :meth:`__aenter__`)."""
 
     @property

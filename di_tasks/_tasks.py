@@ -105,21 +105,21 @@ class TaskSpec:
     __slots__ = ("direct", "func", "is_async", "name", "npos", "plan", "signature")
 
     def __init__(self, func: Callable[..., Any], plan: Plan | None, signature: inspect.Signature | None) -> None:
-        self.func = func
-        self.name = qualname(func)
-        self.plan = plan
-        self.is_async = kind_of(func) is Kind.ASYNC
-        self.signature = signature
+        self.func: Callable[..., Any] = func
+        self.name: str = qualname(func)
+        self.plan: Plan | None = plan
+        self.is_async: bool = kind_of(func) is Kind.ASYNC
+        self.signature: inspect.Signature | None = signature
         # The common case, a function with plain positional parameters and no defaults, is checked by counting
         # (``npos`` positional arguments and no keyword) instead of a full Signature.bind; -1 when it cannot be.
         simple = signature is not None and all(
             p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is EMPTY
             for p in signature.parameters.values()
         )
-        self.npos = len(signature.parameters) if simple and signature is not None else -1
+        self.npos: int = len(signature.parameters) if simple and signature is not None else -1
         # An ``async def`` function without dependencies: calling it only makes its coroutine (no code of the task
         # runs), so a task of it is driven straight in its context, with no frame in between.
-        self.direct = plan is None and _makes_coroutine(func)
+        self.direct: bool = plan is None and _makes_coroutine(func)
 
     def check(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Bind the arguments to the signature, raising ``TypeError`` that names the function.
@@ -373,15 +373,15 @@ class Task:
         label: str | None = None,
         values: dict[str, Any] | None = None,
     ) -> None:
-        self.func = func
-        self.args = args
-        self.kwargs = kwargs
-        self.state = _PENDING
+        self.func: Callable[..., Any] = func
+        self.args: tuple[Any, ...] = args
+        self.kwargs: dict[str, Any] = kwargs
+        self.state: TaskState = _PENDING
         self.result: Any = None
         self.exception: BaseException | None = None
         self.timeout: float | None = container.task_timeout
         self.options: dict[str, Any] | None = None
-        self.label = label
+        self.label: str | None = label
         self._spec = spec
         self._values = values  # the arguments by name, when add_task had to bind them
         self._host = container
@@ -607,7 +607,7 @@ class BackgroundTasks:
         self._flushed = 0
         self._closed = False
         self._owned = owned
-        self.label = label
+        self.label: str | None = label
         """Copied to each task added here (see ``Task.label``)."""
 
     def add_task(self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Task:

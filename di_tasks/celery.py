@@ -244,7 +244,7 @@ class CeleryFlusher:
         self.app = app
         self.local = local
         self.name = name
-        self.options = _check_options(options or {}, "CeleryFlusher(options=...)")
+        self.options: dict[str, Any] = _check_options(options or {}, "CeleryFlusher(options=...)")
         self.serializer: str = serializer if serializer is not None else str(app.conf.task_serializer)
         try:
             dumps(None, serializer=self.serializer)

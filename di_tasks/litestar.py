@@ -39,13 +39,15 @@ class DITasksPlugin(InitPluginProtocol):
     """
 
     def __init__(self, container: Container, *, dependencies: Sequence[object] = ()) -> None:
-        """Args:
-        container: the container whose scopes the requests use.
-        dependencies: effect-only dependencies (``Depends(f)`` markers or callables) run before every handler,
-            as Litestar's app-level ``dependencies`` would be if it had effect-only ones.
+        """Make the plugin.
+
+        Args:
+            container: the container whose scopes the requests use.
+            dependencies: effect-only dependencies (``Depends(f)`` markers or callables) run before every handler,
+                as Litestar's app-level ``dependencies`` would be if it had effect-only ones.
         """
-        self.container = container
-        self.dependencies = tuple(dependencies)
+        self.container: Container = container
+        self.dependencies: tuple[object, ...] = tuple(dependencies)
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         """Inject the handlers, add the middleware, the lifespan and the startup check."""

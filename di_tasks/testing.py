@@ -25,7 +25,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, Literal, TypeVar, overload
+from typing import Annotated, Any, Final, Generic, Literal, TypeVar, overload
 
 import anyio
 import anyio.lowlevel
@@ -59,7 +59,7 @@ __all__ = (
 )
 
 _T = TypeVar("_T")
-logger = logging.getLogger("di_tasks")
+logger: Final = logging.getLogger("di_tasks")
 Overrides = Mapping[Callable[..., Any], Callable[..., Any]]
 
 
@@ -94,7 +94,7 @@ class CapturedTasks(Sequence[Task]):
             hold_timeout: seconds a scope is held at most; then its exit raises ``TimeoutError``.
         """
         self.container = container
-        self.hold = hold
+        self.hold: bool = hold
         self.hold_timeout = hold_timeout
         self._held: list[_Hold] = []  # the scopes waiting in their exit for run(), oldest first
         self._running = 0  # run() calls under way: a scope exiting meanwhile runs its tasks at once
