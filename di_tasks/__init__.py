@@ -21,6 +21,7 @@ from ._inspect import Kind as Kind
 from ._markers import Depends as Depends
 from ._markers import Lifetime as Lifetime
 from ._markers import ScopeName as ScopeName
+from ._scope import FlushObserver as FlushObserver
 from ._scope import Scope as Scope
 from ._tasks import BackgroundTasks as BackgroundTasks
 from ._tasks import Task as Task
@@ -34,6 +35,7 @@ __all__ = (
     "DITasksError",
     "DependencyCycleError",
     "Depends",
+    "FlushObserver",
     "Flusher",
     "Graph",
     "InProcessFlusher",

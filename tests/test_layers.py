@@ -31,6 +31,7 @@ LAYERS: tuple[str, ...] = (
     "testing",
     "asgi",
     "celery",
+    "otel",
     "_demo",
     "_cli",
     "__main__",
