@@ -248,9 +248,7 @@ class Scope:
         collector = self._collector
         assert collector is not None  # checked by the caller, not user input
         while batch := collector.take():
-            observer = self.container.task_observer
-            watch = None if observer is None else getattr(observer, "flush_started", None)  # see FlushObserver
-            finished = None if watch is None else watch(self, batch)
+            finished = self._observe_flush(batch)
             try:
                 if escaped:
                     why = f"background task(s) not run because {type(escaped[0]).__name__} stopped the flush"
@@ -269,8 +267,15 @@ class Scope:
                         why = f"background task(s) not run because {type(stopped).__name__} stopped the flush"
                         self._skip(left, why)
             finally:
-                if finished is not None:
-                    finished()
+                finished()
+
+    def _observe_flush(self, batch: list[Task]) -> Callable[[], object]:
+        """Tell the container's task observer a batch is being flushed, if it watches flushes (see FlushObserver);
+        return what to call once the batch was dealt with."""
+        observer = self.container.task_observer
+        watch = None if observer is None else getattr(observer, "flush_started", None)
+        finished = None if watch is None else watch(self, batch)
+        return _nothing if finished is None else finished
 
     @staticmethod
     def _skip(tasks: list[Task], why: str) -> None:
@@ -301,6 +306,10 @@ class Scope:
             raise BackgroundTaskError.of(
                 f"{len(failed)} background task(s) failed: {', '.join(t.name for t in failed)}", failed
             )
+
+
+def _nothing() -> None:
+    """What a flush nobody observes calls when it is done."""
 
 
 register_special(BackgroundTasks, Special.TASKS)

@@ -24,6 +24,7 @@ from typing import Any, Final
 import anyio
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
+from opentelemetry.metrics._internal import _ProxyMeterProvider  # the API's default until an SDK's is set
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
@@ -128,6 +129,8 @@ class TaskTelemetry:
                 when a span starts, so it may be configured after this object is made.
             meter_provider: where metrics go; default: the global one, likewise.
         """
+        self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
         self._tracer = trace.get_tracer("di_tasks", tracer_provider=tracer_provider)
         meter = metrics.get_meter("di_tasks", meter_provider=meter_provider)
         self._tasks = meter.create_counter(
@@ -150,14 +153,26 @@ class TaskTelemetry:
             description="Background tasks cancelled by lifespan shutdown",
         )
 
+    @property
+    def enabled(self) -> bool:
+        """Whether a real tracer or meter provider is configured (an SDK's); without one, tasks and flushes are not
+        observed at all, so an observer installed ahead of the SDK's configuration costs next to nothing."""
+        tracing = self._tracer_provider if self._tracer_provider is not None else trace.get_tracer_provider()
+        measuring = self._meter_provider if self._meter_provider is not None else metrics.get_meter_provider()
+        return not isinstance(tracing, trace.ProxyTracerProvider | trace.NoOpTracerProvider) or not isinstance(
+            measuring, metrics.NoOpMeterProvider | _ProxyMeterProvider
+        )
+
     # -- in this process ---------------------------------------------------------------------------------
 
-    def task_started(self, task: Task, /) -> Callable[[], object]:
+    def task_started(self, task: Task, /) -> Callable[[], object] | None:
         """Start the task's span and make it current for the task's own code (see :class:`~di_tasks.TaskObserver`).
 
         Returns:
-            What ends the span and records the outcome once the task has finished.
+            What ends the span and records the outcome once the task has finished; ``None`` when not :attr:`enabled`.
         """
+        if not self.enabled:
+            return None
         context = task.context  # kept: a finished task drops its context before the callback below runs
         added = context.run(otel_context.get_current)  # the OpenTelemetry context at add_task
         flushing = otel_context.get_current()  # the flusher's: holds the flush span when the flush is traced
@@ -192,12 +207,15 @@ class TaskTelemetry:
 
         return finished
 
-    def flush_started(self, scope: Scope, tasks: Sequence[Task], /) -> Callable[[], object]:
+    def flush_started(self, scope: Scope, tasks: Sequence[Task], /) -> Callable[[], object] | None:
         """Start the flush span of a batch and make it current for the flusher (see :class:`~di_tasks.FlushObserver`).
 
         Returns:
-            What ends the span once the batch was dealt with, and counts the tasks that never started.
+            What ends the span once the batch was dealt with, and counts the tasks that never started; ``None`` when
+            not :attr:`enabled`.
         """
+        if not self.enabled:
+            return None
         current = otel_context.get_current()
         parent = current if _has_span(current) else tasks[0].context.run(otel_context.get_current)
         scope_attributes = {_SCOPE_ID: f"{id(scope):x}"}

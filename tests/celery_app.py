@@ -19,7 +19,7 @@ import anyio
 import redis
 from celery import Celery
 from opentelemetry import trace
-from opentelemetry.instrumentation.celery import CeleryInstrumentor
+from opentelemetry.instrumentation.celery import CeleryInstrumentor  # pyright: ignore[reportMissingTypeStubs]
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
@@ -230,7 +230,7 @@ class Jobs:
 def session(db: DB) -> Iterator[Database]:
     """A dependency that opens a span of its own while it is resolved, as an instrumented database driver does."""
     with tracer.start_as_current_span("celery_app.session"):
-        db.client.ping()
+        assert not db.closed  # a driver would connect here
     yield db
 
 

@@ -9,7 +9,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,8 +20,8 @@ import pytest
 import redis
 from _servers import serve
 from opentelemetry import trace
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-from opentelemetry.instrumentation.celery import CeleryInstrumentor
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware  # pyright: ignore[reportMissingTypeStubs]
+from opentelemetry.instrumentation.celery import CeleryInstrumentor  # pyright: ignore[reportMissingTypeStubs]
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -36,7 +36,7 @@ from starlette.routing import Route
 from test_celery import Worker, collect, start_worker
 from test_celery import redis_url as redis_url  # the session's redis-server, shared with the Celery tests
 
-from di_tasks import BackgroundTaskError, BackgroundTasks, Container, InProcessFlusher
+from di_tasks import BackgroundTaskError, BackgroundTasks, Container, Depends, InProcessFlusher
 from di_tasks.asgi import ScopeMiddleware
 from di_tasks.celery import CeleryFlusher
 from di_tasks.otel import TaskTelemetry
@@ -91,6 +91,10 @@ async def ok() -> str:
 
 async def boom() -> None:
     raise ValueError("bad input")
+
+
+def a_value() -> str:
+    return "a value"
 
 
 async def slow() -> None:
@@ -156,8 +160,10 @@ async def test_a_failure_and_a_timeout_are_recorded_on_their_spans_and_counted(o
     assert failed.status.status_code is StatusCode.ERROR
     assert failed.status.description == "ValueError: bad input"
     assert [event.name for event in failed.events] == ["exception"]
-    assert failed.attributes is not None and failed.attributes["di_tasks.task.state"] == "failed"
-    assert timed_out.attributes is not None and timed_out.attributes["di_tasks.task.state"] == "timed_out"
+    assert failed.attributes is not None
+    assert failed.attributes["di_tasks.task.state"] == "failed"
+    assert timed_out.attributes is not None
+    assert timed_out.attributes["di_tasks.task.state"] == "timed_out"
     assert timed_out.status.status_code is StatusCode.ERROR
     assert otel.counts() == {
         ("test_otel.ok", "started"): 1,
@@ -169,7 +175,8 @@ async def test_a_failure_and_a_timeout_are_recorded_on_their_spans_and_counted(o
     }
     durations = {str(p.attributes["code.function.name"]): p for p in otel.points("di_tasks.task.duration")}
     assert durations["test_otel.slow"].sum >= 0.05
-    assert {name: p.count for name, p in durations.items()} == {"test_otel.ok": 1, "test_otel.boom": 1, "test_otel.slow": 1}
+    counts = {name.removeprefix("test_otel."): p.count for name, p in durations.items()}
+    assert counts == {"ok": 1, "boom": 1, "slow": 1}
 
 
 @pytest.mark.anyio
@@ -188,7 +195,7 @@ async def test_the_task_span_is_current_in_the_task_code(otel: Telemetry) -> Non
     def sync_task() -> None:
         call_out("sync")
 
-    async def with_dependency(tasks: BackgroundTasks) -> None:
+    async def with_dependency(value: str = Depends(a_value)) -> None:
         call_out("dependency")
 
     async with container.scope() as scope:
@@ -212,7 +219,8 @@ async def test_skipped_and_never_started_tasks_are_counted_on_the_flush_span(ote
             scope.tasks.add_task(ok)
             raise RuntimeError("endpoint failed")
     skipped = otel.spans()["di_tasks.flush"]
-    assert skipped.attributes is not None and skipped.attributes["di_tasks.flush.skipped"] == 1
+    assert skipped.attributes is not None
+    assert skipped.attributes["di_tasks.flush.skipped"] == 1
     assert [(e.name, dict(e.attributes or {})) for e in skipped.events] == [
         ("task skipped", {"code.function.name": "test_otel.ok"})
     ]
@@ -228,7 +236,8 @@ async def test_skipped_and_never_started_tasks_are_counted_on_the_flush_span(ote
         ("test_otel.ok", "cancelled"): 1,
     }
     flush = otel.spans()["di_tasks.flush"]
-    assert flush.attributes is not None and flush.attributes["di_tasks.flush.cancelled"] == 1
+    assert flush.attributes is not None
+    assert flush.attributes["di_tasks.flush.cancelled"] == 1
 
 
 @pytest.mark.anyio
@@ -268,13 +277,13 @@ def test_log_records_about_tasks_carry_structured_fields(caplog: pytest.LogCaptu
 
 
 @contextmanager
-def traced_app(otel: Telemetry, container: Container, task: Any, shutdown_timeout: float = 10.0) -> Iterator[str]:
+def traced_app(otel: Telemetry, container: Container, task: Any, shutdown_timeout: float = 10.0) -> Generator[str]:
     """A Starlette app, instrumented by ``opentelemetry-instrumentation-asgi``, under a real uvicorn with lifespan;
     its endpoint adds ``task``. Yields the base URL."""
+
     @container.inject
     async def add(background_tasks: BackgroundTasks) -> None:
         background_tasks.add_task(task)
-
 
     async def endpoint(request: Request) -> JSONResponse:
         await add()
@@ -283,7 +292,7 @@ def traced_app(otel: Telemetry, container: Container, task: Any, shutdown_timeou
     app = Starlette(
         routes=[Route("/signup", endpoint, methods=["POST"])],
         middleware=[
-            Middleware(OpenTelemetryMiddleware, tracer_provider=otel.tracer_provider),  # type: ignore[arg-type]
+            Middleware(OpenTelemetryMiddleware, tracer_provider=otel.tracer_provider),
             Middleware(ScopeMiddleware, container=container, shutdown_timeout=shutdown_timeout),
         ],
     )
@@ -304,7 +313,6 @@ def test_a_request_and_its_task_are_one_trace_under_uvicorn(otel: Telemetry) -> 
     assert parent_of(flush) == span_id(server)
     assert parent_of(task) == span_id(flush)
     assert trace_id(task) == trace_id(server)
-    assert task.start_time is not None and server.end_time is not None
 
 
 def test_pending_exits_and_shutdown_cancellations_are_reported(otel: Telemetry) -> None:
@@ -373,9 +381,9 @@ def test_a_task_sent_to_celery_continues_the_request_trace_on_the_worker(
     container = Container(
         flusher=CeleryFlusher(celery_app.app, options={"queue": OTEL_QUEUE}), task_observer=otel.observer
     )
-    instrumentor = CeleryInstrumentor()
+    instrumentor = CeleryInstrumentor()  # type: ignore[no-untyped-call]  # an untyped package
     if web_instrumented:
-        instrumentor.instrument(tracer_provider=otel.tracer_provider)  # type: ignore[no-untyped-call]
+        instrumentor.instrument(tracer_provider=otel.tracer_provider)
     try:
 
         async def endpoint(tasks: BackgroundTasks) -> None:
@@ -385,7 +393,7 @@ def test_a_task_sent_to_celery_continues_the_request_trace_on_the_worker(
             container.run(endpoint)
     finally:
         if web_instrumented:
-            instrumentor.uninstrument()  # type: ignore[no-untyped-call]
+            instrumentor.uninstrument()
     trace_hex = format(request.get_span_context().trace_id, "032x")
     (done,) = collect(client, key, 1, otel_worker)
     assert done["trace_id"] == trace_hex  # the task's own code ran in the request's trace
@@ -409,3 +417,17 @@ def test_a_task_sent_to_celery_continues_the_request_trace_on_the_worker(
     assert dependency["parent_id"] == task["span_id"]  # the dependency was resolved inside the task's span
     assert task["attributes"]["di_tasks.task.state"] == "succeeded"
     client.close()
+
+
+@pytest.mark.anyio
+async def test_without_a_configured_provider_tasks_are_not_observed() -> None:
+    """With the API's default (no SDK configured), the observer returns nothing to call, so tasks pay next to
+    nothing; with a provider it is enabled."""
+    observer = TaskTelemetry()
+    container = Container(task_observer=observer)
+    assert not observer.enabled
+    async with container.scope() as scope:
+        task = scope.tasks.add_task(ok)
+        assert observer.task_started(task) is None
+        assert observer.flush_started(scope, [task]) is None
+    assert TaskTelemetry(tracer_provider=TracerProvider()).enabled
