@@ -22,6 +22,7 @@ from ._markers import Depends as Depends
 from ._markers import Lifetime as Lifetime
 from ._markers import ScopeName as ScopeName
 from ._markers import provider as provider
+from ._scope import FlushObserver as FlushObserver
 from ._scope import Scope as Scope
 from ._tasks import BackgroundTasks as BackgroundTasks
 from ._tasks import Task as Task
@@ -35,6 +36,7 @@ __all__ = (
     "DITasksError",
     "DependencyCycleError",
     "Depends",
+    "FlushObserver",
     "Flusher",
     "Graph",
     "InProcessFlusher",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import types
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, overload
 
 import anyio
 
@@ -27,6 +27,20 @@ current_scope: ContextVar[Scope | None] = ContextVar("di_tasks.current_scope", d
 """The scope ``Container.inject`` resolves in: set by the ASGI middleware, ``Container.call`` and ``scope()``."""
 
 _OPEN, _CLOSING, _CLOSED = 0, 1, 2
+
+
+class FlushObserver(Protocol):
+    """Optional second method of a :class:`~di_tasks.TaskObserver`: watch each batch of a scope's tasks as the scope
+    exits, for a span around the flush and for tasks that never start (skipped, cancelled before their turn).
+
+    Looked up on ``container.task_observer`` once per batch (an observer without it costs nothing here).
+    """
+
+    def flush_started(self, scope: Scope, tasks: Sequence[Task], /) -> Callable[[], object] | None:
+        """A batch of ``scope``'s tasks is about to be flushed or skipped; return what to call once it was dealt
+        with (each task then finished, skipped, handed off, or still pending because the exit was cancelled), or
+        ``None``. Called in the exiting scope's own task, so a context it attaches is current for the flusher."""
+        ...
 
 
 class Scope:
@@ -217,6 +231,12 @@ class Scope:
                     len(left),
                     why,
                     ", ".join(t.display_name for t in left),
+                    extra={
+                        "task_names": [t.name for t in left],
+                        "task_label": self.label,
+                        "task_state": "cancelled",
+                        "task_reason": why,
+                    },
                 )
         return cancelled
 
@@ -228,19 +248,34 @@ class Scope:
         collector = self._collector
         assert collector is not None  # checked by the caller, not user input
         while batch := collector.take():
-            if escaped:
-                self._skip(batch, f"background task(s) not run because {type(escaped[0]).__name__} stopped the flush")
-            elif exc is not None and not self.container.run_tasks_on_error:
-                self._skip(batch, f"background task(s) not run because the scope's body raised {type(exc).__name__}")
-            else:
-                try:
-                    await self.container.flusher.flush(batch)
-                except anyio.get_cancelled_exc_class():
-                    raise
-                except BaseException as stopped:  # noqa: BLE001  # propagates after the rest of the exit
-                    escaped.append(stopped)
-                    left = [task for task in batch if task.state is TaskState.PENDING]
-                    self._skip(left, f"background task(s) not run because {type(stopped).__name__} stopped the flush")
+            finished = self._observe_flush(batch)
+            try:
+                if escaped:
+                    why = f"background task(s) not run because {type(escaped[0]).__name__} stopped the flush"
+                    self._skip(batch, why)
+                elif exc is not None and not self.container.run_tasks_on_error:
+                    why = f"background task(s) not run because the scope's body raised {type(exc).__name__}"
+                    self._skip(batch, why)
+                else:
+                    try:
+                        await self.container.flusher.flush(batch)
+                    except anyio.get_cancelled_exc_class():
+                        raise
+                    except BaseException as stopped:  # noqa: BLE001  # propagates after the rest of the exit
+                        escaped.append(stopped)
+                        left = [task for task in batch if task.state is TaskState.PENDING]
+                        why = f"background task(s) not run because {type(stopped).__name__} stopped the flush"
+                        self._skip(left, why)
+            finally:
+                finished()
+
+    def _observe_flush(self, batch: list[Task]) -> Callable[[], object]:
+        """Tell the container's task observer a batch is being flushed, if it watches flushes (see FlushObserver);
+        return what to call once the batch was dealt with."""
+        observer = self.container.task_observer
+        watch = None if observer is None else getattr(observer, "flush_started", None)
+        finished = None if watch is None else watch(self, batch)
+        return _nothing if finished is None else finished
 
     @staticmethod
     def _skip(tasks: list[Task], why: str) -> None:
@@ -249,7 +284,18 @@ class Scope:
             return
         for task in tasks:
             task.mark(TaskState.SKIPPED)
-        logger.warning("%d %s: %s", len(tasks), why, ", ".join(t.display_name for t in tasks))
+        logger.warning(
+            "%d %s: %s",
+            len(tasks),
+            why,
+            ", ".join(t.display_name for t in tasks),
+            extra={
+                "task_names": [t.name for t in tasks],
+                "task_label": tasks[0].label,
+                "task_state": "skipped",
+                "task_reason": why,
+            },
+        )
 
     def _raise_task_errors(self) -> None:
         if self._collector is None:
@@ -260,6 +306,10 @@ class Scope:
             raise BackgroundTaskError.of(
                 f"{len(failed)} background task(s) failed: {', '.join(t.name for t in failed)}", failed
             )
+
+
+def _nothing() -> None:
+    """What a flush nobody observes calls when it is done."""
 
 
 register_special(BackgroundTasks, Special.TASKS)

@@ -470,7 +470,13 @@ class Task:
         """
         self.exception = exc
         self._finish(TaskState.FAILED)
-        logger.error("background task %s %s", self.display_name, reason, exc_info=exc)
+        logger.error(
+            "background task %s %s",
+            self.display_name,
+            reason,
+            exc_info=exc,
+            extra={"task_name": self.name, "task_label": self.label, "task_state": "failed", "task_reason": reason},
+        )
         self._host.report_task_error(self, exc)
 
     async def run(self) -> None:
@@ -526,7 +532,11 @@ class Task:
             return False
         self.exception = cancelled  # tells a task interrupted while running from one never started
         self._finish(TaskState.CANCELLED)
-        logger.warning("background task %s was cancelled", self.display_name)
+        logger.warning(
+            "background task %s was cancelled",
+            self.display_name,
+            extra={"task_name": self.name, "task_label": self.label, "task_state": "cancelled"},
+        )
         return True
 
     def _arguments(self) -> dict[str, Any]:
@@ -561,7 +571,9 @@ class Task:
 
     def _log_late_return(self) -> None:
         logger.warning(
-            "background task %s: its worker thread, stopped waiting for earlier, returned", self.display_name
+            "background task %s: its worker thread, stopped waiting for earlier, returned",
+            self.display_name,
+            extra={"task_name": self.name, "task_label": self.label, "task_state": self.state.value},
         )
 
 

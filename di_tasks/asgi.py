@@ -83,6 +83,23 @@ class ScopeMiddleware:
         self._task_group: TaskGroup | None = None
         self._exiting: dict[anyio.CancelScope, Scope] = {}
         self._idle: anyio.Event | None = None
+        self._cancelled_at_shutdown = 0
+        # An observer that reports the backlog (``di_tasks.otel.TaskTelemetry``) is told of each middleware of its
+        # container: frameworks construct the middleware themselves, so the user never holds it.
+        watch = getattr(container.task_observer, "watch_middleware", None)
+        if watch is not None:
+            watch(self)
+
+    @property
+    def pending_exits(self) -> int:
+        """How many request scopes wait in the lifespan's task group for their tasks now (the backlog that
+        ``max_pending_exits`` bounds)."""
+        return len(self._exiting)
+
+    @property
+    def cancelled_at_shutdown(self) -> int:
+        """How many background tasks lifespan shutdown has cancelled so far (running, or before they started)."""
+        return self._cancelled_at_shutdown
 
     async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection (see the class docstring)."""
@@ -140,12 +157,14 @@ class ScopeMiddleware:
         if cancel_scope.cancelled_caught:
             for task in request_scope.tasks.all:
                 if task.state is TaskState.CANCELLED:
+                    self._cancelled_at_shutdown += 1
                     logger.warning(
                         "shutdown: background task %s was cancelled %s",
                         task.display_name,
                         f"after waiting {self.shutdown_timeout}s for it to finish"
                         if task.exception is not None
                         else "before it started",
+                        extra={"task_name": task.name, "task_label": task.label, "task_state": "cancelled"},
                     )
 
     async def _drain(self) -> None:

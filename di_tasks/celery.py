@@ -332,6 +332,10 @@ class CeleryFlusher:
             if delay is not None:
                 retry["retry_delay"] = delay
         options.setdefault("shadow", ref)  # logs and monitoring show the function, not the carrier task
+        # the trace context travels in the message headers (an observer that has it: di_tasks.otel.TaskTelemetry)
+        headers_of = getattr(task.container.task_observer, "message_headers", None)
+        if headers_of is not None:
+            options["headers"] = {**headers_of(task), **(options.get("headers") or {})}
         options.setdefault("serializer", self.serializer)
         return {"name": self.name, "args": [ref, list(task.args), dict(task.kwargs)], "kwargs": retry, **options}
 
@@ -575,7 +579,9 @@ def register_worker(
     Call it in the module the worker loads (``celery -A myapp.worker worker``). Each message names a
     function by ``module:qualname``; the worker imports it (only from ``modules``), resolves its ``Depends``
     parameters in a fresh request scope of ``container`` and calls it, sync or async. A failing task is sent
-    again by Celery's own ``Task.retry`` when its message allows retries (``max_retries``).
+    again by Celery's own ``Task.retry`` when its message allows retries (``max_retries``). With a
+    :class:`di_tasks.otel.TaskTelemetry` as the container's ``task_observer``, the task's span continues the trace
+    its message carries (the web side's :class:`CeleryFlusher` puts it in the headers when its container has one).
 
     Args:
         app: the worker's Celery app.
@@ -614,12 +620,21 @@ def register_worker(
         # outside the retry: a refused or missing function, or arguments that do not fit it, never get better
         func = worker.resolve(ref)
         arguments = worker._check(func, tuple(args), kwargs)
+        # an observer that traces (di_tasks.otel.TaskTelemetry) continues the message's trace while the task's
+        # dependencies are resolved and it runs: the event loop's portal runs it in this thread's context
+        received = getattr(worker.container.task_observer, "message_received", None)
+        finished = None if received is None else received(func, self.request)
         try:
-            return worker._call(func, tuple(args), kwargs, arguments)
-        except Exception as exc:
-            if max_retries > 0:
+            result = worker._call(func, tuple(args), kwargs, arguments)
+        except BaseException as exc:
+            if finished is not None:
+                finished(exc)
+            if max_retries > 0 and isinstance(exc, Exception):
                 raise self.retry(exc=exc, countdown=retry_delay, max_retries=max_retries) from exc
             raise
+        if finished is not None:
+            finished(None)
+        return result
 
     decorate: Callable[[Callable[..., Any]], CeleryTask[Any, Any]] = app.task(name=name, bind=True, **task_options)
     worker.task = decorate(run)

@@ -11,16 +11,21 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import anyio
 import redis
 from celery import Celery
+from opentelemetry import trace
+from opentelemetry.instrumentation.celery import CeleryInstrumentor  # pyright: ignore[reportMissingTypeStubs]
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
 from di_tasks import BackgroundTasks, Container, Depends
 from di_tasks.celery import celery_task, register_worker
+from di_tasks.otel import TaskTelemetry
 
 QUEUE = "di_tasks_tests"
 URL_VARIABLE = "DI_TASKS_TEST_REDIS"
@@ -48,7 +53,42 @@ def configure(url: str) -> None:
 
 configure(os.environ.get(URL_VARIABLE, "redis://127.0.0.1:6379/15"))
 
-worker_container = Container()
+OTEL_VARIABLE = "DI_TASKS_TEST_OTEL"
+SPANS_KEY = "di_tasks_test_spans"
+tracer = trace.get_tracer("celery_app")
+
+
+class RedisSpanExporter(SpanExporter):
+    """Pushes each finished span onto a Redis list as JSON, so the test process reads the worker's spans."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Push ``spans`` onto :data:`SPANS_KEY`."""
+        client = redis.Redis(**url_options(str(app.conf.broker_url)))
+        for span in spans:
+            context, parent = span.get_span_context(), span.parent
+            assert context is not None  # a finished SDK span has one
+            entry = {
+                "name": span.name,
+                "trace_id": format(context.trace_id, "032x"),
+                "span_id": format(context.span_id, "016x"),
+                "parent_id": None if parent is None else format(parent.span_id, "016x"),
+                "kind": span.kind.name,
+                "attributes": dict(span.attributes or {}),
+            }
+            client.rpush(SPANS_KEY, json.dumps(entry, default=str))
+        client.close()
+        return SpanExportResult.SUCCESS
+
+
+telemetry: TaskTelemetry | None = None
+if os.environ.get(OTEL_VARIABLE):  # the worker of tests/test_otel.py: traced, with Celery's own instrumentation too
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(RedisSpanExporter()))
+    trace.set_tracer_provider(provider)
+    CeleryInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]  # untyped package
+    telemetry = TaskTelemetry(tracer_provider=provider)
+
+worker_container = Container(task_observer=telemetry)
 worker = register_worker(app, worker_container, modules=("celery_app",))
 TRIO_TASK_NAME = "di_tasks.run_on_trio"
 trio_worker = register_worker(app, Container(), modules=("celery_app",), name=TRIO_TASK_NAME, backend="trio")
@@ -185,6 +225,20 @@ class Jobs:
     def method(self, a: int) -> int:
         """An instance method."""
         return a
+
+
+def session(db: DB) -> Iterator[Database]:
+    """A dependency that opens a span of its own while it is resolved, as an instrumented database driver does."""
+    with tracer.start_as_current_span("celery_app.session"):
+        assert not db.closed  # a driver would connect here
+    yield db
+
+
+def traced(key: str, db: Database = Depends(session)) -> str:
+    """A task that records the trace it runs in."""
+    context = trace.get_current_span().get_span_context()
+    db.record(key, label="traced", trace_id=format(context.trace_id, "032x"))
+    return "traced"
 
 
 NOT_A_FUNCTION = 3

@@ -35,6 +35,7 @@ LAYERS: tuple[str, ...] = (
     "fastapi",
     "litestar",
     "celery",
+    "otel",
     "_demo",
     "_cli",
     "__main__",
