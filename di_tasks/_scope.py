@@ -223,21 +223,7 @@ class Scope:
         if self._collector is not None:
             left = [task for task in self._collector.all if task.state is TaskState.PENDING]
             self._collector.take()
-            for task in left:
-                task.mark(TaskState.CANCELLED)
-            if left:
-                logger.warning(
-                    "%d background task(s) not run because %s: %s",
-                    len(left),
-                    why,
-                    ", ".join(t.display_name for t in left),
-                    extra={
-                        "task_names": [t.name for t in left],
-                        "task_label": self.label,
-                        "task_state": "cancelled",
-                        "task_reason": why,
-                    },
-                )
+            self._skip(left, f"background task(s) not run because {why}", TaskState.CANCELLED)
         return cancelled
 
     async def _flush(self, exc: BaseException | None, escaped: list[BaseException]) -> None:
@@ -278,12 +264,12 @@ class Scope:
         return _nothing if finished is None else finished
 
     @staticmethod
-    def _skip(tasks: list[Task], why: str) -> None:
-        """Mark tasks skipped and log them by name (nothing is dropped silently)."""
+    def _skip(tasks: list[Task], why: str, state: TaskState = TaskState.SKIPPED) -> None:
+        """Mark tasks that will not run (skipped, or cancelled) and log them by name: nothing is dropped silently."""
         if not tasks:
             return
         for task in tasks:
-            task.mark(TaskState.SKIPPED)
+            task.mark(state)
         logger.warning(
             "%d %s: %s",
             len(tasks),
@@ -292,7 +278,7 @@ class Scope:
             extra={
                 "task_names": [t.name for t in tasks],
                 "task_label": tasks[0].label,
-                "task_state": "skipped",
+                "task_state": state.value,
                 "task_reason": why,
             },
         )
