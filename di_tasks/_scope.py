@@ -184,7 +184,7 @@ class Scope:
             self._raise_task_errors()
 
     async def _exit(self, exc: BaseException | None) -> BaseException | None:
-        """The exit order, step for step as docs/explanation/exit-order.md lists it; returns the error to raise after."""
+        """The exit order, step by step as docs/explanation/exit-order.md lists it; returns the error to raise."""
         if exc is not None and isinstance(exc, anyio.get_cancelled_exc_class()):
             # a cancelled body: no task runs, teardowns run to completion
             return await self._abandon(exc, "the scope's body was cancelled")
