@@ -26,7 +26,7 @@ from ._plan import Plan, Special, register_special
 from ._scope import Scope, current_scope
 from ._solver import Lifetimes, solve
 from ._tasks import Task, TaskObserver, TaskSpec, make_task_spec, set_default_host
-from ._util import CallableCache, ThreadCall, in_event_loop
+from ._util import CallableCache, ThreadCall, in_event_loop, thread_watch
 
 T = TypeVar("T")
 logger: Final = logging.getLogger("di_tasks")
@@ -407,6 +407,9 @@ class Container:
         async def in_thread(body: Callable[[], Any]) -> Any:  # the task's own body, in the tasks' worker threads
             call = ThreadCall(body)
             threads.append(call)
+            watching = thread_watch.get()  # the Task running this, which tells shutdown it waits for a thread
+            if watching is not None:
+                watching.append(call)
             return await self.to_thread(call, abandon_on_cancel=abandon_on_cancel)
 
         token = current_scope.set(scope)
