@@ -26,7 +26,7 @@ from ._plan import Plan, Special, register_special
 from ._scope import Scope, current_scope
 from ._solver import Lifetimes, solve
 from ._tasks import Task, TaskObserver, TaskSpec, make_task_spec, set_default_host
-from ._util import CallableCache, ThreadCall, in_event_loop
+from ._util import CallableCache, ThreadCall, in_event_loop, thread_watch
 
 T = TypeVar("T")
 logger: Final = logging.getLogger("di_tasks")
@@ -64,6 +64,7 @@ class Container:
         on_task_error: TaskErrorHook | None = None,
         concurrent_resolution: bool = False,
         task_observer: TaskObserver | None = None,
+        sync_to_thread: bool = False,
     ) -> None:
         """Make a container.
 
@@ -80,6 +81,10 @@ class Container:
                 tasks (a shared dependency is still computed once; the first failure cancels the others).
                 Off by default: a context variable set by a dependency is then not seen by the function.
             task_observer: watches each task run (tracing, metrics: see ``di_tasks.otel``); ``None`` costs nothing.
+            sync_to_thread: where sync dependencies (functions, classes, generators and their teardown) run when
+                their ``Depends`` does not say: ``False`` (the default) inline on the event loop, which is fast but
+                lets a blocking one stall every request; ``True`` in a worker thread each, as FastAPI runs them.
+                ``Depends(f, sync_to_thread=True/False)`` overrides it for one dependency.
 
         Raises:
             ValueError: a count below 1, a negative timeout, or ``task_concurrency`` with a flusher of your own.
@@ -101,6 +106,7 @@ class Container:
         self.on_task_error: TaskErrorHook | None = _checked_hook(on_task_error)
         self.concurrent_resolution = concurrent_resolution
         self.task_observer = task_observer
+        self._sync_to_thread = sync_to_thread
         self.task_failures: int = 0
         """How many tasks of this container have failed so far (each ``Task.fail``)."""
         self._overrides: dict[Any, Callable[..., Any]] = {}
@@ -124,6 +130,12 @@ class Container:
     def values(self) -> Mapping[str, Any]:
         """The app-wide values by name given to the constructor (what app-scoped dependencies see)."""
         return self._values
+
+    @property
+    def sync_to_thread(self) -> bool:
+        """Whether a sync dependency whose ``Depends`` does not say runs in a worker thread (set at construction:
+        solved plans keep it)."""
+        return self._sync_to_thread
 
     @property
     def overrides(self) -> Mapping[Any, Callable[..., Any]]:
@@ -170,7 +182,11 @@ class Container:
         try:  # the common case, read inline: a fixed function solved before
             return self._plans.fixed[key]
         except (KeyError, TypeError):
-            return self._plans.get(key, lambda: solve(self._overrides, func, nargs, self.lifetimes), func)
+            return self._plans.get(
+                key,
+                lambda: solve(self._overrides, func, nargs, self.lifetimes, sync_to_thread=self._sync_to_thread),
+                func,
+            )
 
     def task_spec(self, func: Callable[..., Any], /) -> TaskSpec:
         """What ``add_task`` knows of a task function: its checked signature and its own dependencies (cached).
@@ -391,6 +407,9 @@ class Container:
         async def in_thread(body: Callable[[], Any]) -> Any:  # the task's own body, in the tasks' worker threads
             call = ThreadCall(body)
             threads.append(call)
+            watching = thread_watch.get()  # the Task running this, which tells shutdown it waits for a thread
+            if watching is not None:
+                watching.append(call)
             return await self.to_thread(call, abandon_on_cancel=abandon_on_cancel)
 
         token = current_scope.set(scope)

@@ -40,7 +40,8 @@ class Node:
         kind: sync, async, generator, async generator or class.
         scope: its :class:`Lifetime` (a ``str``: ``"app"``, ``"request"`` or ``"call"``; the root is ``"call"``).
         use_cache: whether its value is shared within its scope.
-        sync_to_thread: whether a sync dependency runs in a worker thread.
+        sync_to_thread: whether this sync dependency runs in a worker thread (its ``Depends(sync_to_thread=...)``,
+            else the container's policy); always ``False`` for an async one.
         dependencies: the parameter name and node of each ``Depends`` parameter.
         wants_tasks: whether it asks for ``BackgroundTasks``.
         values: the outside values it reads.

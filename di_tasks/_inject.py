@@ -278,7 +278,7 @@ def _extra_parameters(
                 )
             marker = item
         elif callable(item):
-            marker = Dependency(item, True, None, False)
+            marker = Dependency(item, True, None, None)
         else:
             raise WiringError(
                 f"dependencies[{index}] of {name} is {item!r}, not a callable or a Depends(f) marker; write "

@@ -44,14 +44,15 @@ class Dependency:
     dependency: Callable[..., Any] | None
     use_cache: bool
     scope: ScopeName | None
-    sync_to_thread: bool
+    sync_to_thread: bool | None
+    """``True``/``False`` as written in ``Depends(...)``; ``None``: the container's ``sync_to_thread`` policy."""
 
     def __init__(
         self,
         dependency: Callable[..., Any] | None,
         use_cache: bool,
         scope: ScopeName | None,
-        sync_to_thread: bool,
+        sync_to_thread: bool | None,
     ) -> None:
         # object.__setattr__: this class refuses assignment once built (it is hashable)
         object.__setattr__(self, "dependency", dependency)
@@ -92,7 +93,7 @@ def Depends(  # noqa: N802  # a marker factory named like FastAPI's, on purpose
     *,
     use_cache: bool = True,
     scope: ScopeName | None = None,
-    sync_to_thread: bool = False,
+    sync_to_thread: bool | None = None,
 ) -> Any:
     """Mark a parameter as filled by calling ``dependency``.
 
@@ -105,7 +106,9 @@ def Depends(  # noqa: N802  # a marker factory named like FastAPI's, on purpose
             calls it again at every place it is asked for.
         scope: ``"app"``, ``"request"`` (the default) or ``"call"``. The value is cached in that scope and,
             for a generator, torn down when the scope exits.
-        sync_to_thread: run a synchronous dependency in a worker thread instead of inline on the event loop.
+        sync_to_thread: ``True`` runs a synchronous dependency (function, class, generator) in a worker thread,
+            ``False`` inline on the event loop; ``None`` (the default) follows the container's policy,
+            ``Container(sync_to_thread=...)``, which is inline unless set.
 
     Returns:
         The marker. Its static type is ``Any`` so the default-value form type-checks.

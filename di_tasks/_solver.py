@@ -37,16 +37,19 @@ def solve(
     func: Callable[..., Any],
     nargs: int,
     lifetimes: Lifetimes | None = None,
+    *,
+    sync_to_thread: bool = False,
 ) -> Plan:
     """Solve ``func`` (called with ``nargs`` positional arguments) under ``overrides``; with ``lifetimes``, a provider
-    used with another lifetime than before in the same container is refused.
+    used with another lifetime than before in the same container is refused. ``sync_to_thread`` is the container's
+    policy for sync dependencies whose ``Depends`` does not say.
 
     Raises:
         WiringError, DependencyCycleError, ScopeError: the graph cannot be wired (a graph deeper than the
             recursion limit is a WiringError that says how to raise it).
     """
     try:
-        return Solver(overrides, lifetimes=lifetimes).solve(func, nargs)
+        return Solver(overrides, lifetimes=lifetimes, sync_to_thread=sync_to_thread).solve(func, nargs)
     except RecursionError:
         raise WiringError(
             f"the dependency graph of {qualname(func)} is deeper than Python's recursion limit lets the solver walk "
@@ -66,6 +69,7 @@ class Solver:
 
     With ``errors`` (a list), a parameter that cannot be wired is recorded there and skipped, so one walk finds
     every wiring error of a graph (``di_tasks.testing.wiring_errors``); without it, the first error is raised.
+    ``sync_to_thread`` is where a sync dependency runs when its marker does not say (the container's policy).
     """
 
     def __init__(
@@ -74,8 +78,10 @@ class Solver:
         *,
         errors: list[DITasksError] | None = None,
         lifetimes: Lifetimes | None = None,
+        sync_to_thread: bool = False,
     ) -> None:
         self._overrides = overrides
+        self._sync_to_thread = sync_to_thread
         self._errors = errors
         self._lifetimes = lifetimes
         self._infos: dict[Any, CallableInfo] = {}
@@ -123,7 +129,12 @@ class Solver:
         hide: frozenset[str] = frozenset(),
         overridden: Callable[..., Any] | None = None,
     ) -> tuple[int, Node]:
-        node = Node(info.call, info.name, info.kind, lifetime, use_cache, sync_to_thread, path, overridden=overridden)
+        to_thread = sync_to_thread and info.kind in (
+            Kind.SYNC,
+            Kind.CLASS,
+            Kind.GENERATOR,
+        )  # async ones stay on the loop
+        node = Node(info.call, info.name, info.kind, lifetime, use_cache, to_thread, path, overridden=overridden)
         self._visiting.append(info.call)
         pos, kw, kwpos = self._arguments(info, node, path, nargs, hide)
         self._visiting.pop()
@@ -136,7 +147,7 @@ class Solver:
             slot,
             pos,
             kw,
-            to_thread=sync_to_thread and info.kind in (Kind.SYNC, Kind.CLASS, Kind.GENERATOR),
+            to_thread=to_thread,
             name=info.name,
             kwpos=kwpos,
             check=info.kind is Kind.SYNC and not surely_not_awaitable(info.returns),
@@ -295,7 +306,7 @@ class Solver:
             self._info(target, child_path),
             lifetime,
             use_cache=marker.use_cache,
-            sync_to_thread=marker.sync_to_thread,
+            sync_to_thread=self._sync_to_thread if marker.sync_to_thread is None else marker.sync_to_thread,
             path=child_path,
             overridden=original if target is not original else None,
         )

@@ -19,7 +19,7 @@ from ._flush import Flusher, TaskChecker
 from ._inspect import EMPTY, Kind, kind_of, qualname
 from ._plan import Plan
 from ._solver import solve
-from ._util import ThreadCall, cancelled_from_outside, leave_event_loop
+from ._util import ThreadCall, cancelled_from_outside, leave_event_loop, thread_watch
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -350,6 +350,7 @@ class Task:
         "_done",
         "_host",
         "_spec",
+        "_threads",
         "_values",
         "args",
         "exception",
@@ -387,6 +388,7 @@ class Task:
         self._host = container
         self._context = context
         self._done: anyio.Event | None = None  # made on first wait(): Event() needs a running loop
+        self._threads: list[ThreadCall] | None = None  # the sync function's thread calls while it runs (in_thread)
 
     @property
     def name(self) -> str:
@@ -405,6 +407,14 @@ class Task:
     def display_name(self) -> str:
         """The name with its label, as written in log lines: ``send_email (POST /signup)``."""
         return self.name if self.label is None else f"{self.name} ({self.label})"
+
+    @property
+    def in_thread(self) -> bool:
+        """Whether the task's sync function is in a worker thread now (running, or waiting for one of the container's
+        ``task_threads``). A thread cannot be interrupted: cancelling the task (at shutdown) then waits until the
+        function returns, unless the task has a ``timeout``, which stops waiting and leaves the thread to finish."""
+        threads = self._threads
+        return threads is not None and any(not call.returned for call in threads)
 
     @property
     def done(self) -> bool:
@@ -551,13 +561,21 @@ class Task:
     async def _invoke(self, *, abandon: bool) -> Any:
         spec = self._spec
         if spec.plan is not None:
-            # dependencies: a fresh request scope of the same container, in the task's context
-            return await run_in_context(
-                self._context, self._host.call_task(spec, self._arguments(), abandon_on_cancel=abandon)
-            )
+            # dependencies: a fresh request scope of the same container, in the task's context (where the container
+            # finds the list to record its sync body's thread in, through thread_watch)
+            if not spec.is_async:
+                self._threads = []
+                self._context.run(thread_watch.set, self._threads)
+            try:
+                return await run_in_context(
+                    self._context, self._host.call_task(spec, self._arguments(), abandon_on_cancel=abandon)
+                )
+            finally:
+                self._threads = None
         if spec.is_async:
             return await run_in_context(self._context, self._context.run(self.func, *self.args, **self.kwargs))
         call = ThreadCall(_call_in, self._context, self.func, self.args, self.kwargs)
+        self._threads = [call]
         try:
             return await self._host.to_thread(call, abandon_on_cancel=abandon)
         except anyio.get_cancelled_exc_class():
@@ -568,6 +586,8 @@ class Task:
                     self.display_name,
                 )
             raise
+        finally:
+            self._threads = None
 
     def _log_late_return(self) -> None:
         logger.warning(

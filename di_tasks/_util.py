@@ -126,6 +126,12 @@ class Same:
         return id(self.obj)
 
 
+thread_watch: contextvars.ContextVar[list[ThreadCall] | None] = contextvars.ContextVar(
+    "di_tasks_thread_watch", default=None
+)
+"""Where a background task with dependencies collects the thread calls of its sync body (``Task.in_thread``)."""
+
+
 class ThreadCall:
     """A call to run in a worker thread that can say, thread-safely, when it has returned: a caller that stopped
     waiting for it (a timeout abandoned the thread) registers what must wait until then (a teardown, a log line)."""
@@ -149,6 +155,11 @@ class ThreadCall:
                 after, self._after = self._after, []
             for callback in after:
                 callback()
+
+    @property
+    def returned(self) -> bool:
+        """Whether the call has returned (or raised)."""
+        return self._done
 
     def after(self, callback: Callable[[], object]) -> bool:
         """Run ``callback`` in the worker thread once the call has returned; ``False`` (and nothing registered)

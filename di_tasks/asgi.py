@@ -60,7 +60,10 @@ class ScopeMiddleware:
             app: the ASGI application.
             container: the container whose scopes are opened.
             shutdown_timeout: seconds lifespan shutdown waits for running flushes before cancelling them. A sync
-                task in a worker thread cannot be interrupted; give the container a ``task_timeout`` to bound it.
+                task in a worker thread cannot be interrupted: at the timeout each one is logged at WARNING (name and
+                request) and shutdown waits until it returns, because request-scoped dependencies it may use are
+                torn down after it. Give the container a ``task_timeout`` to bound it (the thread is then left to
+                finish on its own, and its return is logged).
 
             max_pending_exits: how many request scopes may wait in the lifespan's task group for their tasks at once.
                 Past that, a request's scope exits inline after its response was sent, as without lifespan: the
@@ -176,9 +179,25 @@ class ScopeMiddleware:
         with anyio.move_on_after(self.shutdown_timeout):
             await self._idle.wait()
         if self._exiting:
+            self._warn_uninterruptible()
             for cancel_scope in list(self._exiting):
                 cancel_scope.cancel()
             await self._idle.wait()
+
+    def _warn_uninterruptible(self) -> None:
+        """At the shutdown timeout, name each task that cancelling will not stop: a sync function in a worker thread
+        with no ``timeout`` (a task with one stops being waited for, and its thread's return is logged). Shutdown
+        still waits for it, since the request's resources it uses are torn down after it returns."""
+        for request_scope in list(self._exiting.values()):
+            for task in request_scope.tasks.all:
+                if task.in_thread and task.timeout is None:
+                    logger.warning(
+                        "shutdown: background task %s still runs in a worker thread after %ss, and a thread cannot be "
+                        "interrupted: shutdown waits until it returns; give the container a task_timeout to bound it",
+                        task.display_name,
+                        self.shutdown_timeout,
+                        extra={"task_name": task.name, "task_label": task.label, "task_state": "running"},
+                    )
 
     async def _lifespan(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         entered = False

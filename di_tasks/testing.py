@@ -656,7 +656,9 @@ def _base_message(exc: DITasksError) -> str:
 def _errors_of(container: Container, func: Callable[..., Any]) -> list[DITasksError]:
     found: list[DITasksError] = []
     try:  # a broken parameter is recorded and skipped; only an error about the function itself stops the walk
-        Solver(container.overrides, errors=found, lifetimes=container.lifetimes).solve(_unwrap(func), 0)
+        Solver(
+            container.overrides, errors=found, lifetimes=container.lifetimes, sync_to_thread=container.sync_to_thread
+        ).solve(_unwrap(func), 0)
     except DITasksError as exc:
         found.append(exc)
     errors: list[DITasksError] = []

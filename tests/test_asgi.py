@@ -477,6 +477,53 @@ def test_shutdown_cancels_and_logs_tasks_past_the_timeout(caplog: pytest.LogCapt
     assert no_asgi_exception(caplog)
 
 
+FINISHED: list[float] = []
+
+
+def sleepy_sync_task(seconds: float) -> None:
+    """A sync task that blocks its worker thread (a thread cannot be interrupted)."""
+    time.sleep(seconds)
+    FINISHED.append(time.time())
+
+
+def sleepy_sync_task_with_a_dependency(seconds: float, who: Annotated[str, Depends(lambda: "someone")]) -> None:
+    """The same through a task with its own dependencies (its body runs in a worker thread of the container)."""
+    sleepy_sync_task(seconds)
+
+
+@pytest.mark.parametrize("task", [sleepy_sync_task, sleepy_sync_task_with_a_dependency])
+def test_shutdown_logs_a_sync_task_it_cannot_interrupt_at_the_timeout(
+    caplog: pytest.LogCaptureFixture, task: Callable[..., None]
+) -> None:
+    """At the shutdown timeout, a sync task still in its thread is logged at WARNING by name and request, then
+    waited for (its resources are torn down after it)."""
+    caplog.set_level(logging.WARNING)
+    FINISHED.clear()
+    container = Container()
+
+    @container.inject
+    async def work(request: Request, background_tasks: BackgroundTasks) -> PlainTextResponse:
+        background_tasks.add_task(task, 1.0)
+        return PlainTextResponse("ok")
+
+    app = ScopeMiddleware(Starlette(routes=[Route("/work", work)]), container=container, shutdown_timeout=0.2)
+    server = LiveServer(app)
+    server.start()
+    try:
+        assert httpx.get(f"{server.url}/work").text == "ok"
+        time.sleep(0.1)  # the task is in its thread
+    finally:
+        took = server.stop()
+    assert FINISHED, "shutdown waited for the thread"
+    assert 0.8 < took < 5
+    warned = [r for r in caplog.records if r.name == "di_tasks" and "cannot be interrupted" in r.getMessage()]
+    assert len(warned) == 1
+    assert warned[0].levelno == logging.WARNING
+    assert f"{task.__qualname__} (GET /work) still runs in a worker thread after 0.2s" in warned[0].getMessage()
+    assert warned[0].created < FINISHED[0]  # said at the timeout, not after the wait
+    assert no_asgi_exception(caplog)
+
+
 def test_without_server_lifespan_tasks_run_inline() -> None:
     """With lifespan off, the scope exits inside the request's ASGI call: the tasks still run."""
     container = Container()

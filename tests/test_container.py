@@ -429,6 +429,43 @@ async def test_sync_dependencies_run_inline_unless_offloaded() -> None:
     assert EVENTS == [("teardown in thread", True)]
 
 
+async def test_the_container_policy_sends_sync_dependencies_to_threads() -> None:
+    """Container(sync_to_thread=True) offloads every sync dependency whose Depends does not say; False there wins."""
+    import threading
+
+    main = threading.get_ident()
+
+    def offloaded() -> bool:
+        return threading.get_ident() != main
+
+    def offloaded_gen() -> Iterator[bool]:
+        yield threading.get_ident() != main
+        EVENTS.append(("teardown in thread", threading.get_ident() != main))
+
+    def kept_inline() -> bool:
+        return threading.get_ident() == main
+
+    async def on_the_loop() -> bool:
+        return threading.get_ident() == main
+
+    async def root(
+        a: Annotated[bool, Depends(offloaded)],
+        b: Annotated[bool, Depends(offloaded_gen)],
+        c: Annotated[bool, Depends(kept_inline, sync_to_thread=False)],
+        d: Annotated[bool, Depends(on_the_loop)],
+    ) -> tuple[bool, bool, bool, bool]:
+        return a, b, c, d
+
+    container = Container(sync_to_thread=True)
+    assert container.sync_to_thread
+    assert await container.call(root) == (True, True, True, True)
+    assert EVENTS == [("teardown in thread", True)]
+    threaded = {node.name.rsplit(".", 1)[-1]: node.sync_to_thread for node in container.solve(root).nodes}
+    assert threaded == {"offloaded": True, "offloaded_gen": True, "kept_inline": False, "on_the_loop": False,
+                        "root": False}  # fmt: skip
+    assert not Container().sync_to_thread
+
+
 async def test_a_sync_dependency_returning_a_coroutine_is_an_error() -> None:
     """A plain function that returns a coroutine is refused instead of injecting the coroutine."""
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 import anyio
@@ -226,3 +228,39 @@ def test_uvicorn_refuses_to_start_an_app_with_an_unwired_endpoint(caplog: pytest
         pass
     assert "GET /me: " in caplog.text
     assert "route_class=di_tasks.fastapi.DITasksRoute" in caplog.text
+
+
+def blocking_session() -> Iterator[str]:
+    """A sync generator dependency that blocks, as a driver without async support does."""
+    time.sleep(0.2)
+    yield "session"
+
+
+def latencies(url: str, n: int) -> list[float]:
+    """Send ``n`` requests at once from ``n`` threads; each one's latency in seconds, sorted."""
+
+    def one(_: int) -> float:
+        started = time.monotonic()
+        httpx.get(url, timeout=5.0).raise_for_status()
+        return time.monotonic() - started
+
+    with ThreadPoolExecutor(n) as pool:
+        return sorted(pool.map(one, range(n)))
+
+
+@pytest.mark.parametrize("policy", [True, False])
+def test_uvicorn_blocking_sync_dependencies_overlap_with_the_thread_policy(policy: bool) -> None:
+    """Five concurrent requests whose sync dependency blocks 0.2 s overlap with sync_to_thread=True, not without."""
+    app = FastAPI()
+    setup(app, Container(sync_to_thread=policy))
+
+    @app.get("/db")
+    async def db(session: Annotated[str, Depends(blocking_session)]) -> str:
+        return session
+
+    with serve(app) as server:
+        seen = latencies(f"{server.url}/db", 5)
+    if policy:
+        assert seen[-1] < 0.6, seen  # each about 0.2 s, side by side
+    else:
+        assert seen[-1] > 0.9, seen  # inline on the loop: one after another, 0.2, 0.4 ... 1.0 s

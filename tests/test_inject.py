@@ -3,6 +3,7 @@
 import contextvars
 import inspect
 import threading
+import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Annotated, Any, ClassVar, assert_type
 
@@ -12,6 +13,7 @@ import fastapi as _fastapi
 import httpx as _httpx
 import litestar as _litestar
 import pytest
+from _servers import serve
 
 from di_tasks import (
     BackgroundTaskError,
@@ -487,6 +489,42 @@ def test_inject_without_middleware_in_a_sync_endpoint_taking_the_request_warns()
 
     with pytest.warns(RuntimeWarning, match=r"endpoint was called during the ASGI request GET /sync"):
         assert endpoint(FakeRequest()) == "ok"
+
+
+def test_inject_without_middleware_warns_once_per_endpoint_under_uvicorn() -> None:
+    """Under a real uvicorn with no middleware, an async and a sync endpoint each warn once, in the server thread."""
+    container = Container()
+    app = _fastapi.FastAPI()
+    ran: list[str] = []
+
+    @app.get("/job")
+    @container.inject
+    async def job(background_tasks: BackgroundTasks) -> str:
+        background_tasks.add_task(ran.append, "async")
+        return "ok"
+
+    @app.get("/sync-job")
+    @container.inject
+    def sync_job(request: _fastapi.Request, background_tasks: BackgroundTasks) -> str:
+        background_tasks.add_task(ran.append, "sync")
+        return "ok"
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # record every warning the server thread raises, so "once" is ours
+        with serve(app) as server:
+            statuses = [
+                _httpx.get(f"{server.url}{path}", timeout=5.0).status_code for path in ["/job", "/sync-job"] * 2
+            ]
+    assert statuses == [200] * 4
+    assert ran == ["async", "sync", "async", "sync"]
+    ours = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning) and "di_tasks" in str(w.message)]
+    assert len(ours) == 2, ours
+    assert ours[0].startswith(
+        "test_inject.test_inject_without_middleware_warns_once_per_endpoint_under_uvicorn.<locals>.job was "
+    )
+    assert "during the ASGI request GET /job with no di_tasks request scope active" in ours[0]
+    assert "during the ASGI request GET /sync-job with no di_tasks request scope active" in ours[1]
+    assert "add di_tasks.asgi.ScopeMiddleware" in ours[1]
 
 
 def test_inject_dependencies_run_first_for_their_effect() -> None:

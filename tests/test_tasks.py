@@ -4,11 +4,12 @@ import contextvars
 import functools
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import pytest
 
 from di_tasks import BackgroundTaskError, BackgroundTasks, Container, Depends, ScopeError, Task, TaskState
@@ -539,3 +540,47 @@ async def test_a_sync_wrapper_around_an_async_task_runs_in_the_tasks_context() -
 
     await Container().call(endpoint)
     assert seen == ["request", "request"]
+
+
+async def test_in_thread_is_true_only_while_a_sync_function_is_in_its_worker_thread() -> None:
+    """Task.in_thread: a sync task (with or without dependencies) while its thread runs; never an async one."""
+    seen: dict[str, bool] = {}
+    entered = threading.Event()
+    release = threading.Event()
+
+    def blocking(name: str) -> None:
+        entered.set()
+        release.wait(5)
+
+    def with_dependency(name: str, who: Annotated[str, Depends(lambda: "someone")]) -> None:
+        blocking(name)
+
+    async def on_the_loop() -> None:
+        await anyio.lowlevel.checkpoint()
+
+    container = Container()
+
+    async def watch(func: Callable[..., None]) -> None:
+        entered.clear()
+        release.clear()
+        async with container.scope() as scope:
+            task = scope.tasks.add_task(func, "x")
+            seen[f"{func.__name__} before"] = task.in_thread
+            async with anyio.create_task_group() as group:
+                group.start_soon(task.run)
+                await anyio.to_thread.run_sync(entered.wait, 5)
+                seen[f"{func.__name__} running"] = task.in_thread
+                release.set()
+            seen[f"{func.__name__} after"] = task.in_thread
+
+    await watch(blocking)
+    await watch(with_dependency)
+    async with container.scope() as scope:
+        task = scope.tasks.add_task(on_the_loop)
+        await task.run()
+        seen["async"] = task.in_thread
+    assert seen == {
+        "blocking before": False, "blocking running": True, "blocking after": False,
+        "with_dependency before": False, "with_dependency running": True, "with_dependency after": False,
+        "async": False,
+    }  # fmt: skip
