@@ -133,6 +133,8 @@ class Plan:
         run: the compiled form (see ``_compile``), made on the plan's second execution; ``None`` before.
         run_fresh: the compiled form for a scope made for this one call, without request-cache lookups.
         fresh_ok: whether ``run_fresh`` may be used (no dependency is handed the ``Scope``).
+        pure: whether the plan touches no scope state: no collector, ``Scope`` or ``Container`` handed out, no app
+            value, no generator to tear down (see ``Container.call``).
         value_sources: every value looked up by name, checked before the first step runs.
         uses: how many times the plan ran interpreted.
         source: the compiled form's Python source, for reading and tracebacks (empty before).
@@ -140,7 +142,7 @@ class Plan:
     """
 
     __slots__ = (
-        "__weakref__", "filenames", "fresh_ok", "graph", "nargs", "run", "run_fresh", "source", "steps",
+        "__weakref__", "filenames", "fresh_ok", "graph", "nargs", "pure", "run", "run_fresh", "source", "steps",
         "uses", "value_sources",
     )  # fmt: skip
 
@@ -157,6 +159,12 @@ class Plan:
         # A plan may skip request-cache lookups when it runs alone in a scope made for it (Container.call, a
         # task's scope): that cache starts empty, unless a dependency is handed the Scope and calls more in it.
         self.fresh_ok: bool = Special.SCOPE not in specials
+        self.pure: bool = not specials and _needs_no_state(steps, self.value_sources)
         self.filenames: list[str] = []
         self.uses: int = 0
         self.source: str = ""
+
+
+def _needs_no_state(steps: tuple[Step, ...], value_sources: tuple[FromValue, ...]) -> bool:
+    """Whether no step reads the app lifetime (a value or an app-scoped step) or leaves a generator to tear down."""
+    return not any(src.app_only for src in value_sources) and not any(s.app_cached or s.generator for s in steps)

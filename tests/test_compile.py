@@ -462,8 +462,9 @@ async def test_an_uncached_app_generator_lives_until_the_app_exits(mode: str) ->
         await Container().call(uses_uncached_app)
 
 
-async def test_every_call_has_a_scope_of_its_own() -> None:
-    """Even a graph with no generator, task or app value runs in a scope of its own, current while it runs."""
+async def test_a_pure_graph_gives_the_same_results_with_or_without_a_scope() -> None:
+    """A graph with no generator, task or app value runs without a scope of its own while no function is injected
+    with the container, and in one once one is: same results, same errors."""
     container = Container()
     for _ in range(3):
         EVENTS.clear()
@@ -472,6 +473,12 @@ async def test_every_call_has_a_scope_of_its_own() -> None:
     for _ in range(3):
         with pytest.raises(MissingValueError, match="'token'"):
             await container.call(value_root)
+    assert container.plan(diamond_root).pure
+    container.inject(value_root)  # from now on each call's scope must be current: an injected function may use it
+    for _ in range(3):
+        EVENTS.clear()
+        assert await container.call(diamond_root) == 3
+        assert EVENTS == ["settings"]
 
 
 async def test_plans_compiled_under_an_override_leave_linecache_with_it() -> None:
