@@ -15,7 +15,7 @@ from ._errors import BackgroundTaskError, ScopeError
 from ._execute import execute
 from ._plan import Special, Teardown, register_special
 from ._run import unwind
-from ._tasks import BackgroundTasks, Task, TaskState
+from ._tasks import BackgroundTasks, Task, TaskObserver, TaskState
 
 if TYPE_CHECKING:
     from ._container import Container
@@ -233,14 +233,12 @@ class Scope:
         are logged by name."""
         collector = self._collector
         assert collector is not None  # checked by the caller, not user input
+        observer = self.container.task_observer
         while batch := collector.take():
-            finished = self._observe_flush(batch)
+            finished = _nothing if observer is None else self._observe_flush(observer, batch)
             try:
-                if escaped:
-                    why = f"background task(s) not run because {type(escaped[0]).__name__} stopped the flush"
-                    self._skip(batch, why)
-                elif exc is not None and not self.container.run_tasks_on_error:
-                    why = f"background task(s) not run because the scope's body raised {type(exc).__name__}"
+                why = self._skip_reason(exc, escaped)
+                if why is not None:
                     self._skip(batch, why)
                 else:
                     try:
@@ -255,11 +253,18 @@ class Scope:
             finally:
                 finished()
 
-    def _observe_flush(self, batch: list[Task]) -> Callable[[], object]:
+    def _skip_reason(self, exc: BaseException | None, escaped: list[BaseException]) -> str | None:
+        """Why a batch is not run (something stopped the flush, or the body raised), or ``None`` to run it."""
+        if escaped:
+            return f"background task(s) not run because {type(escaped[0]).__name__} stopped the flush"
+        if exc is not None and not self.container.run_tasks_on_error:
+            return f"background task(s) not run because the scope's body raised {type(exc).__name__}"
+        return None
+
+    def _observe_flush(self, observer: TaskObserver, batch: list[Task]) -> Callable[[], object]:
         """Tell the container's task observer a batch is being flushed, if it watches flushes (see FlushObserver);
         return what to call once the batch was dealt with."""
-        observer = self.container.task_observer
-        watch = None if observer is None else getattr(observer, "flush_started", None)
+        watch = getattr(observer, "flush_started", None)
         finished = None if watch is None else watch(self, batch)
         return _nothing if finished is None else finished
 
