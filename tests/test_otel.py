@@ -269,6 +269,7 @@ def test_log_records_about_tasks_carry_structured_fields(caplog: pytest.LogCaptu
             container.run(failing)
     failed, skipped = caplog.records
     assert (failed.task_name, failed.task_label, failed.task_state) == ("test_otel.boom", None, "failed")  # type: ignore[attr-defined]
+    assert failed.task_duration >= 0  # type: ignore[attr-defined]  # seconds the task ran before it failed
     assert (skipped.task_names, skipped.task_state) == (["test_otel.ok"], "skipped")  # type: ignore[attr-defined]
 
 
