@@ -235,7 +235,7 @@ class Scope:
         assert collector is not None  # checked by the caller, not user input
         observer = self.container.task_observer
         while batch := collector.take():
-            finished = _nothing if observer is None else self._observe_flush(observer, batch)
+            finished = None if observer is None else self._observe_flush(observer, batch)
             try:
                 why = self._skip_reason(exc, escaped)
                 if why is not None:
@@ -251,7 +251,8 @@ class Scope:
                         why = f"background task(s) not run because {type(stopped).__name__} stopped the flush"
                         self._skip(left, why)
             finally:
-                finished()
+                if finished is not None:
+                    finished()
 
     def _skip_reason(self, exc: BaseException | None, escaped: list[BaseException]) -> str | None:
         """Why a batch is not run (something stopped the flush, or the body raised), or ``None`` to run it."""
