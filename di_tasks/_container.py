@@ -124,9 +124,9 @@ class Container:
         self.lifetimes: Lifetimes = {}
         """Each provider's lifetime as first used in this container, and where: one provider, one lifetime."""
         self.app: AppLifetime = AppLifetime()
+        """The app lifetime: app-scoped values and their teardown (see :meth:`__aenter__`)."""
         self._injected = False  # whether any function was injected with this container (see call)
         self._bare_scope = Scope(self, {})  # what a pure plan reads (its empty types) when it needs no scope
-        """The app lifetime: app-scoped values and their teardown (see :meth:`__aenter__`)."""
 
     @property
     def values(self) -> Mapping[str, Any]:
