@@ -24,8 +24,8 @@ Run = Callable[[], Awaitable[Any]]
 # -- direct calls: the floor ---------------------------------------------------------------------------------
 
 
-def build_direct() -> Run:
-    """Hand-written calls in dependency order, a list for the tasks, try/finally for the teardown."""
+def _hand_written(make_tasks: Callable[[], Any], run_tasks: Callable[[Any], Awaitable[Any]]) -> Run:
+    """Hand-written calls in dependency order, a collector made per call, try/finally for the teardown."""
 
     def settings() -> int:
         C.settings += 1
@@ -43,26 +43,26 @@ def build_direct() -> Run:
     def cache(settings: int) -> int:
         return settings + 2
 
-    async def tenant(tasks: HandTasks) -> int:
+    async def tenant(tasks: Any) -> int:
         tasks.add_task(noop_task, 1)
         return 3
 
     async def service(db: int, cache: int, tenant: int) -> int:
         return db + cache + tenant
 
-    async def auth(rid: str, tasks: HandTasks) -> str:
+    async def auth(rid: str, tasks: Any) -> str:
         tasks.add_task(noop_task, 2)
         return "user:" + rid
 
     def log_ctx(rid: str) -> str:
         return "log:" + rid
 
-    async def endpoint(service: int, auth: str, log_ctx: str, tasks: HandTasks) -> tuple[int, str, str]:
+    async def endpoint(service: int, auth: str, log_ctx: str, tasks: Any) -> tuple[int, str, str]:
         tasks.add_task(noop_task, 3)
         return (service, auth, log_ctx)
 
     async def run() -> Any:
-        tasks = HandTasks([])
+        tasks = make_tasks()
         s = settings()
         gen = db(s)
         d = await gen.__anext__()
@@ -71,7 +71,7 @@ def build_direct() -> Run:
             result = await endpoint(
                 await service(d, cache(s), await tenant(tasks)), await auth(r, tasks), log_ctx(r), tasks
             )
-            await tasks.run()
+            await run_tasks(tasks)
         finally:
             try:  # noqa: SIM105  # the floor: cheaper than contextlib.suppress
                 await gen.__anext__()
@@ -80,6 +80,11 @@ def build_direct() -> Run:
         return result
 
     return run
+
+
+def build_direct() -> Run:
+    """The floor: a list for the tasks, run in order after the endpoint."""
+    return _hand_written(lambda: HandTasks([]), HandTasks.run)
 
 
 def build_starlette() -> Run:
@@ -87,59 +92,10 @@ def build_starlette() -> Run:
     with its dependencies called by hand pays."""
     from starlette.background import BackgroundTasks
 
-    def settings() -> int:
-        C.settings += 1
-        return 10
+    async def run_tasks(tasks: BackgroundTasks) -> None:
+        await tasks()
 
-    def rid(request_id: str) -> str:
-        C.rid += 1
-        return request_id
-
-    async def db(settings: int) -> AsyncIterator[int]:
-        C.setup += 1
-        yield settings + 1
-        C.teardown += 1
-
-    def cache(settings: int) -> int:
-        return settings + 2
-
-    async def tenant(tasks: BackgroundTasks) -> int:
-        tasks.add_task(noop_task, 1)
-        return 3
-
-    async def service(db: int, cache: int, tenant: int) -> int:
-        return db + cache + tenant
-
-    async def auth(rid: str, tasks: BackgroundTasks) -> str:
-        tasks.add_task(noop_task, 2)
-        return "user:" + rid
-
-    def log_ctx(rid: str) -> str:
-        return "log:" + rid
-
-    async def endpoint(service: int, auth: str, log_ctx: str, tasks: BackgroundTasks) -> tuple[int, str, str]:
-        tasks.add_task(noop_task, 3)
-        return (service, auth, log_ctx)
-
-    async def run() -> Any:
-        tasks = BackgroundTasks()
-        s = settings()
-        gen = db(s)
-        d = await gen.__anext__()
-        try:
-            r = rid(REQUEST_ID)
-            result = await endpoint(
-                await service(d, cache(s), await tenant(tasks)), await auth(r, tasks), log_ctx(r), tasks
-            )
-            await tasks()
-        finally:
-            try:  # noqa: SIM105  # the floor: cheaper than contextlib.suppress
-                await gen.__anext__()
-            except StopAsyncIteration:
-                pass
-        return result
-
-    return run
+    return _hand_written(BackgroundTasks, run_tasks)
 
 
 # -- di_tasks ------------------------------------------------------------------------------------------------

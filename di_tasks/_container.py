@@ -488,7 +488,8 @@ class Container:
         forgotten), the function still runs in a scope of its own, whose tasks run before the response is sent:
         that is said once per function with a ``RuntimeWarning`` naming the request and the fix. It is noticed when
         an argument is the framework's request (it keeps its ASGI ``scope``) or, for an async function, when the
-        ASGI app call is on the stack.
+        ASGI app call is on the stack; it is looked for at the function's first call outside a scope only, so a script
+        that calls it outside any scope pays nothing afterwards.
 
         ``@container.inject(dependencies=[Depends(verify_token)])`` adds dependencies run for their effect only,
         as FastAPI's ``dependencies=[...]`` on a route: each is resolved (in order, before the function's own

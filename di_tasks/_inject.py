@@ -50,7 +50,7 @@ class _Injected:
 
     __slots__ = (
         "container", "entry", "extras", "func", "keywords", "kind", "name", "only", "positional", "resolver",
-        "runtime", "signature", "types", "warned",
+        "checked", "runtime", "signature", "types",
     )  # fmt: skip
 
     def __init__(
@@ -72,7 +72,7 @@ class _Injected:
         self.extras = tuple(p.name for p in extras)
         # What is solved and called: the function itself, or one that resolves the effect-only dependencies first
         self.entry = _with_dependencies(func, info, signature, extras) if extras else func
-        self.warned = False
+        self.checked = False  # whether an own-scope call was checked for a missing middleware (once per function)
         self.name = info.name
         self.signature = signature.replace(parameters=visible)
         self.positional = tuple(
@@ -126,10 +126,12 @@ class _Injected:
         """A scope for a call made outside any: refused for a route class's endpoint (it has no container), and
         said out loud when the call is part of an ASGI request (the tasks will run before the response)."""
         container = self.bound_container()
-        if not self.warned:
+        if not self.checked:
+            # once per function: the point is to be seen, not to flood the log, nor to walk the stack on every call
+            # of a script that calls it outside any scope
+            self.checked = True
             request = request if request is not None else _asgi_request_in(values)
             if request is not None:
-                self.warned = True  # once per endpoint: the point is to be seen, not to flood the log
                 warnings.warn(_NO_MIDDLEWARE.format(name=self.name, request=request), RuntimeWarning, stacklevel=4)
         return container.scope()
 
@@ -156,7 +158,7 @@ class _Injected:
                 raise
             scope.body_error = None
             return result
-        async with self.own_scope(values, None if self.warned else _asgi_request_on_stack()) as own:
+        async with self.own_scope(values, None if self.checked else _asgi_request_on_stack()) as own:
             self.bind_types(own, values)
             return await own.call(self.entry, **values)
 
