@@ -49,8 +49,8 @@ class _Injected:
     """What one decorated function needs at each call; built once, at decoration."""
 
     __slots__ = (
-        "container", "entry", "extras", "func", "keywords", "kind", "name", "only", "positional", "resolver",
-        "checked", "runtime", "signature", "types",
+        "checked", "container", "entry", "extras", "func", "keywords", "kind", "name", "only", "positional",
+        "resolver", "runtime", "signature", "types",
     )  # fmt: skip
 
     def __init__(
