@@ -78,6 +78,13 @@ class TaskObserver(Protocol):
     Called in the flusher's task, before the task's own code, so it can make a span current in ``task.context``.
     """
 
+    @property
+    def enabled(self) -> bool:
+        """Whether it observes at all now: read before each task (an observer installed ahead of its backend's
+        configuration is then skipped), so make it a plain attribute, refreshed elsewhere (e.g. in
+        ``flush_started``, once per batch)."""
+        ...
+
     def task_started(self, task: Task, /) -> Callable[[], object] | None:
         """A task starts running; return what to call once it has finished (its state final), or ``None``."""
         ...
@@ -502,7 +509,7 @@ class Task:
         self.state = _RUNNING
         self._started = perf_counter()
         observer = self._host.task_observer
-        finished = None if observer is None else observer.task_started(self)
+        finished = None if observer is None or not observer.enabled else observer.task_started(self)
         deadline: anyio.CancelScope | None = None
         try:
             if self.timeout is None and self._spec.direct:  # the common case: step the coroutine here, in its context

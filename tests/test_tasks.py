@@ -501,6 +501,8 @@ async def test_a_task_observer_sees_each_task_start_and_finish() -> None:
     seen: list[tuple[str, str]] = []
 
     class Recorder:
+        enabled = True
+
         def task_started(self, task: Task, /) -> Any:
             seen.append(("started", task.state.value))
             return lambda: seen.append(("finished", task.state.value))
