@@ -212,7 +212,7 @@ class Container:
         Returns:
             The :class:`Scope`, an async context manager that yields itself and exits in the documented order.
         """
-        return Scope(self, {**self._values, **values} if self._values else values)
+        return Scope(self, {**self._values, **values} if self._values else values, guarded=True)
 
     @overload
     async def call(self, func: Callable[..., Awaitable[T]], /, *args: Any, **values: Any) -> T: ...

@@ -15,7 +15,7 @@ from ._errors import BackgroundTaskError, ScopeError
 from ._execute import execute
 from ._plan import Special, Teardown, register_special
 from ._run import unwind
-from ._tasks import BackgroundTasks, Task, TaskObserver, TaskState
+from ._tasks import BackgroundTasks, GuardedTasks, Task, TaskObserver, TaskState
 
 if TYPE_CHECKING:
     from ._container import Container
@@ -62,11 +62,19 @@ class Scope:
     """
 
     __slots__ = (
-        "__weakref__", "_collector", "_state", "_token", "body_error", "cache", "container", "exit_stack", "label",
-        "types", "values",
+        "__weakref__", "_collector", "_guarded", "_state", "_token", "body_error", "cache", "container", "exit_stack",
+        "label", "types", "values",
     )  # fmt: skip
 
-    def __init__(self, container: Container, values: dict[str, Any]) -> None:
+    def __init__(self, container: Container, values: dict[str, Any], *, guarded: bool = False) -> None:
+        """Make a scope (users get one from ``container.scope()``).
+
+        Args:
+            container: the container it belongs to.
+            values: values by name (the container's merged in by the caller).
+            guarded: whether its collector warns if the scope is garbage-collected before it exited: for scopes a
+                user holds; one that the opener closes in a ``finally`` needs no such guard.
+        """
         self.container: Container = container
         self.values: dict[str, Any] = values
         self.types: dict[type, Any] = {}
@@ -75,6 +83,7 @@ class Scope:
         self.exit_stack: list[Teardown] = []
         self.body_error: BaseException | None = None
         self._collector: BackgroundTasks | None = None  # made on first use: many scopes never add a task
+        self._guarded = guarded
         self._state = _OPEN
         self._token: Token[Scope | None] | None = None
 
@@ -83,7 +92,8 @@ class Scope:
         """The scope's :class:`BackgroundTasks`: one per scope, the same object at every depth."""
         collector = self._collector
         if collector is None:
-            collector = self._collector = BackgroundTasks(self.container, label=self.label, owned=True)
+            kind = GuardedTasks if self._guarded else BackgroundTasks
+            collector = self._collector = kind(self.container, self.label)
             if self._state == _CLOSED:
                 collector.close()
         return collector
@@ -193,16 +203,16 @@ class Scope:
             # 1. the body has returned, or raised ``exc`` (for ASGI: the response has been sent).
             # 2. call-scoped dependencies were torn down when the call returned (``_run.end_call``).
             # 3. the tasks are flushed, so a task may still use request-scoped resources (a DB session).
-            if self._collector is not None:
-                await self._flush(exc, escaped)
+            if batch := self._take():
+                await self._flush(batch, exc, escaped)
             # 4. request-scoped dependencies are torn down, last-in first-out.
             if self.exit_stack:
                 error = await unwind(self.exit_stack, exc)
                 if error is not exc and isinstance(error, anyio.get_cancelled_exc_class()):  # cancelled in teardown
                     return await self._abandon(error, "the scope was cancelled while exiting")
                 # 5. tasks added during teardown are flushed too (and after this, adding one is an error).
-                if self._collector is not None:
-                    await self._flush(exc, escaped)
+                if batch := self._take():
+                    await self._flush(batch, exc, escaped)
             else:
                 error = exc
         except anyio.get_cancelled_exc_class() as stopped:  # cancelled from outside while flushing (a shutdown)
@@ -226,15 +236,20 @@ class Scope:
             self._skip(left, f"background task(s) not run because {why}", TaskState.CANCELLED)
         return cancelled
 
-    async def _flush(self, exc: BaseException | None, escaped: list[BaseException]) -> None:
-        """Hand the pending tasks to the container's flusher, batch after batch (a task may add more), or, when
-        the body raised (or something escaped an earlier batch), skip and log them unless the container runs
-        tasks on error. What escapes the flusher is kept in ``escaped``, and the batch's tasks it did not get to
-        are logged by name."""
+    def _take(self) -> list[Task]:
+        """The tasks pending now, taken for a flush (none when no task was ever added)."""
+        collector = self._collector
+        return [] if collector is None else collector.take()
+
+    async def _flush(self, batch: list[Task], exc: BaseException | None, escaped: list[BaseException]) -> None:
+        """Hand ``batch``, the pending tasks just taken, to the container's flusher, then the tasks they added, batch
+        after batch; or, when the body raised (or something escaped an earlier batch), skip and log them unless the
+        container runs tasks on error. What escapes the flusher is kept in ``escaped``, and the batch's tasks it did
+        not get to are logged by name."""
         collector = self._collector
         assert collector is not None  # checked by the caller, not user input
         observer = self.container.task_observer
-        while batch := collector.take():
+        while batch:
             finished = None if observer is None else self._observe_flush(observer, batch)
             try:
                 why = self._skip_reason(exc, escaped)
@@ -253,6 +268,7 @@ class Scope:
             finally:
                 if finished is not None:
                     finished()
+            batch = collector.take()  # what the batch's tasks added
 
     def _skip_reason(self, exc: BaseException | None, escaped: list[BaseException]) -> str | None:
         """Why a batch is not run (something stopped the flush, or the body raised), or ``None`` to run it."""

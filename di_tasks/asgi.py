@@ -115,7 +115,8 @@ class ScopeMiddleware:
             await self.app(scope, receive, send)
 
     async def _request(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
-        request_scope = self.container.scope()
+        # closed on every path below (or abandoned and logged at shutdown): no garbage-collection guard needed
+        request_scope = Scope(self.container, {**self.container.values})
         method = scope["method"] if scope["type"] == "http" else "WEBSOCKET"
         request_scope.label = f"{method} {scope.get('path', '')}"
         status: list[int] = []
