@@ -117,6 +117,8 @@ class Container:
         self._plan_caches: dict[tuple[tuple[int, int], ...], CallableCache[Any, Plan]] = {(): CallableCache()}
         self._plans = self._plan_caches[()]
         self._task_specs: CallableCache[Any, TaskSpec] = CallableCache()
+        self.task_specs: Mapping[Any, TaskSpec] = self._task_specs.fixed
+        """The task specs kept for good (functions and classes; see :meth:`task_spec`), by function: read-only."""
         self.shared: set[Any] = set()
         """The request-scoped dependencies (their callables) that functions decorated with :meth:`inject` ask for.
         A plan run in a scope made for it alone (``call``, a task's scope) stores only these in the scope's cache:
@@ -196,10 +198,7 @@ class Container:
         Raises:
             TypeError: ``func`` cannot be a background task (see ``BackgroundTasks.add_task``).
         """
-        try:  # the common case, read inline: add_task is on every request's path
-            return self._task_specs.fixed[func]
-        except (KeyError, TypeError):
-            return self._task_specs.get(func, lambda: make_task_spec(func, self._values), func)
+        return self._task_specs.get(func, lambda: make_task_spec(func, self._values), func)
 
     # -- scopes --------------------------------------------------------------------------------------------
 

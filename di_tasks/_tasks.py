@@ -59,6 +59,11 @@ class TaskHost(Protocol):
         """What ``add_task`` knows of ``func`` (cached)."""
         ...
 
+    @property
+    def task_specs(self) -> Mapping[Any, TaskSpec]:
+        """The specs :meth:`task_spec` has kept for good, by function: ``add_task`` reads a known one without a call."""
+        ...
+
     async def to_thread(self, func: Callable[..., T], /, *args: Any, abandon_on_cancel: bool = False) -> T:
         """Run a sync callable in a worker thread under the tasks' own capacity limiter."""
         ...
@@ -700,7 +705,10 @@ class BackgroundTasks:
                 "already exited and flushed, so the task would never run. Add tasks while the scope is open"
             )
         container = self._host
-        spec = container.task_spec(func)
+        try:  # a function added before: its spec, read without a call (add_task is on every request's path)
+            spec = container.task_specs[func]
+        except (KeyError, TypeError):
+            spec = container.task_spec(func)
         # plain positional calls are checked by counting; anything else is bound, which explains a mistake
         values = None if (len(args) == spec.npos and not kwargs) else spec.check(args, kwargs)
         checker = container.task_checker
