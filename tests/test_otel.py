@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import uuid
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -431,3 +435,52 @@ async def test_without_a_configured_provider_tasks_are_not_observed() -> None:
         assert observer.task_started(task) is None
         assert observer.flush_started(scope, [task]) is None
     assert TaskTelemetry(tracer_provider=TracerProvider()).enabled
+
+
+LATER = textwrap.dedent(
+    """
+    import di_tasks.otel
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from di_tasks import BackgroundTasks, Container
+    from di_tasks.otel import TaskTelemetry
+
+    now = [100.0]
+    di_tasks.otel.monotonic = lambda: now[0]  # the observer's clock only, not the event loop's
+
+
+    async def ok() -> None: ...
+
+
+    async def endpoint(tasks: BackgroundTasks) -> None:
+        tasks.add_task(ok)
+
+
+    observer = TaskTelemetry()  # before the SDK is configured
+    container = Container(task_observer=observer)
+    container.run(endpoint)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    container.run(endpoint)  # under a second since the last look-up: its "no" still holds
+    print(observer.enabled, len(exporter.get_finished_spans()))
+    now[0] += 1.0
+    container.run(endpoint)  # the next flush looks again
+    print(observer.enabled, sorted(span.name for span in exporter.get_finished_spans()))
+    """
+)
+
+
+def test_an_observer_made_before_the_sdk_is_configured_observes_from_the_next_flush(tmp_path: Path) -> None:
+    """A ``TaskTelemetry`` made before the global provider is set is off, keeps its "no" for a second, then sees the
+    provider at the next flush and observes that flush and its tasks (in a fresh interpreter: the global provider
+    can be set once per process)."""
+    script = tmp_path / "later.py"
+    script.write_text(LATER)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["False 0", "True ['di_tasks.flush', 'di_tasks.task ok']"]
