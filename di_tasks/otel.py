@@ -10,7 +10,8 @@ request's span, when the app is instrumented: the scope's exit inherits the requ
 current when its first task was added. Each task's span ``di_tasks.task <function>`` is the child of the flush span
 and links to the span current at ``add_task`` (the endpoint's or a dependency's). The task's span is current while
 its own code runs, so what it calls (an HTTP client, a database driver) nests under it. Tasks sent to Celery carry
-the trace context in their message headers, and the worker's span for the task continues the same trace.
+the trace context in their message headers, and the worker's span for the task continues the same trace; under it,
+``di_tasks.resolve <function>`` covers the resolution of the task's dependencies on the worker.
 """
 
 from __future__ import annotations
@@ -28,18 +29,23 @@ from opentelemetry.metrics._internal import _ProxyMeterProvider  # the API's def
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
+from ._graph import Graph
 from ._inspect import qualname
 from ._scope import Scope
 from ._tasks import Task, TaskState
 from .asgi import ScopeMiddleware
 
-__all__ = ("FLUSH_SPAN", "TASK_SPAN", "TaskTelemetry")
+__all__ = ("FLUSH_SPAN", "RESOLVE_SPAN", "TASK_SPAN", "TaskTelemetry")
 
 TASK_SPAN: Final = "di_tasks.task"
 """The name of a task's span, followed by the function's qualified name: ``di_tasks.task send_email``."""
 
 FLUSH_SPAN: Final = "di_tasks.flush"
 """The name of a scope's flush span, followed by the scope's label when it has one: ``di_tasks.flush POST /signup``."""
+
+RESOLVE_SPAN: Final = "di_tasks.resolve"
+"""The name of the span of a task's dependency resolution on a Celery worker, followed by the function's qualified
+name: ``di_tasks.resolve send_email``."""
 
 _FLUSH_KEY: Final = otel_context.create_key("di_tasks.flush")
 _RECHECK: Final = 1.0  # seconds a "no provider configured" answer is kept
@@ -114,7 +120,8 @@ class TaskTelemetry:
     both summed over the :class:`~di_tasks.asgi.ScopeMiddleware` instances of the container.
 
     On a Celery worker, give the worker's container one too: the task's span there continues the web side's trace
-    (see :func:`di_tasks.celery.register_worker`).
+    (see :func:`di_tasks.celery.register_worker`), and a span ``di_tasks.resolve <function>`` under it covers the
+    resolution of the task's dependencies.
 
     Off until a provider is configured: with the API's defaults (no SDK set up, and no provider given), tasks and
     flushes are not observed at all, so an observer installed ahead of the SDK's configuration costs an attribute
@@ -345,3 +352,46 @@ class TaskTelemetry:
             self._duration.record(elapsed, {_FUNCTION: name, _STATE: state})
 
         return finished
+
+    def resolve_started(self, func: Callable[..., Any], graph: Graph, /) -> Callable[[BaseException | None], None]:
+        """Start the span of the resolution of a task's dependencies on a worker, ``di_tasks.resolve <function>``, a
+        child of the task's span (current here), and make it current while they are resolved, so a span a
+        dependency opens is its child. Its attributes: ``code.function.name`` and ``di_tasks.resolve.dependencies``,
+        the qualified names of the dependencies in the order they are resolved (the nodes of ``graph`` but its root).
+
+        The worker (:class:`~di_tasks.celery.CeleryWorker`) calls it on its event loop, in a task of its own, when
+        :attr:`enabled`, and calls what it returns as the function's own body starts (with ``None``: in the
+        context the body runs in, a sync body's thread included) or with what the resolution raised; only the first
+        call counts, so a body that raises leaves the span as it was. That call makes the task's span current again
+        in the context it is made in, which is dropped with the worker's task (or the body's thread), so nothing is
+        detached. A sync body's request-scoped teardowns, back on the event loop after it, still see this span
+        as current.
+
+        Args:
+            func: the task function.
+            graph: its solved graph (``container.solve(func)``).
+
+        Returns:
+            What ends the span, recording the exception and the status ``ERROR`` when given one.
+        """
+        name = qualname(func)
+        outer = otel_context.get_current()
+        dependencies = [node.name for node in graph.nodes[:-1]]
+        span = self._tracer.start_span(
+            f"{RESOLVE_SPAN} {name}", outer, attributes={_FUNCTION: name, "di_tasks.resolve.dependencies": dependencies}
+        )
+        otel_context.attach(trace.set_span_in_context(span, outer))
+        ended = False
+
+        def resolved(exc: BaseException | None) -> None:
+            nonlocal ended
+            if ended:
+                return
+            ended = True
+            if exc is not None and span.is_recording():
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            span.end()
+            otel_context.attach(outer)
+
+        return resolved
