@@ -159,7 +159,9 @@ def build_di_tasks() -> Run:
         return JSONResponse(list(await endpoint(request_id=request.query_params["request_id"])))
 
     app = Starlette(routes=[Route("/", route)])
-    return _client(ScopeMiddleware(app, container=container))
+    run = _client(ScopeMiddleware(app, container=container))
+    run.container = container  # type: ignore[attr-defined]  # otel_cost.py installs an observer on it
+    return run
 
 
 def build_fastapi() -> Run:

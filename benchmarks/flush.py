@@ -59,6 +59,7 @@ def build_di_tasks() -> Run:
                 add(sync_task, i)
         return len(scope.tasks.all)
 
+    run.container = container  # type: ignore[attr-defined]  # otel_cost.py installs an observer on it
     return run
 
 

@@ -78,6 +78,7 @@ def build_di_tasks(shape: str, n: int) -> Run:
     async def run() -> Any:
         return await container.call(endpoint)
 
+    run.container = container  # type: ignore[attr-defined]  # otel_cost.py installs an observer on it
     return run
 
 

@@ -68,6 +68,7 @@ def build_di_tasks(n: int, is_async: bool) -> Run:
     async def run() -> int:
         return await container.call(endpoint if n >= 0 else bare)
 
+    run.container = container  # type: ignore[attr-defined]  # otel_cost.py installs an observer on it
     return run
 
 

@@ -13,11 +13,13 @@ the worker uses its own resources (its own database connection, its own settings
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import logging
 import os
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, Final, Literal, TypeVar, overload
 
 import anyio
@@ -30,7 +32,8 @@ from ._container import Container
 from ._errors import DITasksError
 from ._flush import Flusher, InProcessFlusher
 from ._inspect import qualname
-from ._tasks import Task, TaskState
+from ._tasks import Task, TaskSpec, TaskState
+from ._util import CallableCache, is_fixed
 
 __all__ = (
     "CeleryFlusher",
@@ -439,6 +442,7 @@ class CeleryWorker:
         self._portal: BlockingPortal | None = None
         self._thread: threading.Thread | None = None
         self._pid = 0
+        self._announcers: CallableCache[Any, Callable[..., Any]] = CallableCache()  # see _announcing
 
     def resolve(self, ref: str) -> Callable[..., Any]:
         """Import the task function named by ``ref`` (``module:qualname``).
@@ -511,18 +515,46 @@ class CeleryWorker:
     async def _run(
         self,
         stopped: threading.Event,
-        spec: Any,
+        spec: TaskSpec,
         func: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         arguments: dict[str, Any],
     ) -> Any:
         try:
-            if spec.plan is not None:
+            if spec.plan is None:
+                return await func(*args, **kwargs)
+            observer = self.container.task_observer
+            # an observer that traces the resolution (di_tasks.otel.TaskTelemetry); read like the core reads it for
+            # a task, so an observer that is off (or none) costs no more than this line
+            resolving = None if observer is None or not observer.enabled else getattr(observer, "resolve_started", None)
+            if resolving is None:
                 return await self.container.call_task(spec, arguments)
-            return await func(*args, **kwargs)
+            return await self._call_observed(spec, arguments, resolving)
         finally:
             stopped.set()
+
+    async def _call_observed(self, spec: TaskSpec, arguments: dict[str, Any], resolving: Callable[..., Any]) -> Any:
+        """``call_task`` with the observer told when the resolution of the task's dependencies starts, and when it
+        ends: as the task's own body starts (``None``), or with what ``call_task`` raised (which the observer ignores
+        when the body had started: then the body raised)."""
+        resolved: Callable[[BaseException | None], object] = resolving(spec.func, self.container.solve(spec.func))
+        token = _resolved.set(resolved)
+        try:
+            return await self.container.call_task(self._announcing(spec), arguments)
+        except BaseException as exc:
+            resolved(exc)
+            raise
+        finally:
+            _resolved.reset(token)
+
+    def _announcing(self, spec: TaskSpec) -> TaskSpec:
+        """The spec of a wrapper of the task function that announces its body's start (made once per function): the
+        executor calls it with the resolved arguments, in the context the body runs in (a sync body's thread
+        too). Its plan is the function's own, as the solver reads a ``functools.wraps`` wrapper's signature through
+        ``__wrapped__``."""
+        func = spec.func
+        return self.container.task_spec(self._announcers.get(func, lambda: _announcer(func, spec.is_async), func))
 
     def _loop(self) -> BlockingPortal:
         with self._lock:
@@ -565,6 +597,34 @@ class CeleryWorker:
         thread.join()
 
 
+_resolved: ContextVar[Callable[[BaseException | None], object]] = ContextVar("di_tasks.celery.resolved")
+"""What to tell that a task's dependencies are resolved, set while a worker resolves them for an observer (the only
+time a wrapper made by :func:`_announcer` runs)."""
+
+
+def _body_starts() -> None:
+    _resolved.get()(None)
+
+
+def _announcer(func: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+    """A wrapper of ``func`` with its signature, kind and name, that calls :func:`_body_starts` first."""
+
+    @functools.wraps(func)
+    async def announce_async(*args: Any, **kwargs: Any) -> Any:
+        _body_starts()
+        return await func(*args, **kwargs)
+
+    @functools.wraps(func)
+    def announce(*args: Any, **kwargs: Any) -> Any:
+        _body_starts()
+        return func(*args, **kwargs)
+
+    wrapper = announce_async if is_async else announce
+    # The container keeps what it solves for a function made with def for good. A wrapper of a callable made per
+    # call (a bound method, a lambda) must not pass for one: as a partial, the container keeps it for a while only.
+    return wrapper if is_fixed(func) else functools.partial(wrapper)
+
+
 def register_worker(
     app: Celery,
     container: Container,
@@ -581,7 +641,8 @@ def register_worker(
     parameters in a fresh request scope of ``container`` and calls it, sync or async. A failing task is sent
     again by Celery's own ``Task.retry`` when its message allows retries (``max_retries``). With a
     :class:`di_tasks.otel.TaskTelemetry` as the container's ``task_observer``, the task's span continues the trace
-    its message carries (the web side's :class:`CeleryFlusher` puts it in the headers when its container has one).
+    its message carries (the web side's :class:`CeleryFlusher` puts it in the headers when its container has one),
+    and a child span covers the resolution of the task's dependencies, up to the start of its own body.
 
     Args:
         app: the worker's Celery app.

@@ -10,15 +10,16 @@ request's span, when the app is instrumented: the scope's exit inherits the requ
 current when its first task was added. Each task's span ``di_tasks.task <function>`` is the child of the flush span
 and links to the span current at ``add_task`` (the endpoint's or a dependency's). The task's span is current while
 its own code runs, so what it calls (an HTTP client, a database driver) nests under it. Tasks sent to Celery carry
-the trace context in their message headers, and the worker's span for the task continues the same trace.
+the trace context in their message headers, and the worker's span for the task continues the same trace; under it,
+``di_tasks.resolve <function>`` covers the resolution of the task's dependencies on the worker.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
+from time import monotonic, perf_counter
 from typing import Any, Final
 
 import anyio
@@ -28,12 +29,13 @@ from opentelemetry.metrics._internal import _ProxyMeterProvider  # the API's def
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
+from ._graph import Graph
 from ._inspect import qualname
 from ._scope import Scope
 from ._tasks import Task, TaskState
 from .asgi import ScopeMiddleware
 
-__all__ = ("FLUSH_SPAN", "TASK_SPAN", "TaskTelemetry")
+__all__ = ("FLUSH_SPAN", "RESOLVE_SPAN", "TASK_SPAN", "TaskTelemetry")
 
 TASK_SPAN: Final = "di_tasks.task"
 """The name of a task's span, followed by the function's qualified name: ``di_tasks.task send_email``."""
@@ -41,7 +43,12 @@ TASK_SPAN: Final = "di_tasks.task"
 FLUSH_SPAN: Final = "di_tasks.flush"
 """The name of a scope's flush span, followed by the scope's label when it has one: ``di_tasks.flush POST /signup``."""
 
+RESOLVE_SPAN: Final = "di_tasks.resolve"
+"""The name of the span of a task's dependency resolution on a Celery worker, followed by the function's qualified
+name: ``di_tasks.resolve send_email``."""
+
 _FLUSH_KEY: Final = otel_context.create_key("di_tasks.flush")
+_RECHECK: Final = 1.0  # seconds a "no provider configured" answer is kept
 _SCOPE_ID: Final = "di_tasks.scope.id"
 _SCOPE_LABEL: Final = "di_tasks.scope.label"
 _FUNCTION: Final = "code.function.name"
@@ -113,7 +120,20 @@ class TaskTelemetry:
     both summed over the :class:`~di_tasks.asgi.ScopeMiddleware` instances of the container.
 
     On a Celery worker, give the worker's container one too: the task's span there continues the web side's trace
-    (see :func:`di_tasks.celery.register_worker`).
+    (see :func:`di_tasks.celery.register_worker`), and a span ``di_tasks.resolve <function>`` under it covers the
+    resolution of the task's dependencies.
+
+    Off until a provider is configured: with the API's defaults (no SDK set up, and no provider given), tasks and
+    flushes are not observed at all, so an observer installed ahead of the SDK's configuration costs an attribute
+    read per task and a call per flush. Whether a provider is configured is looked up when the observer is made,
+    then at the start of each flush (once per batch of a scope's tasks) and of each task a Celery worker receives,
+    and kept: a yes for good (a provider, once set, stays), a no for a second (looking the global providers up reads
+    the environment). So an SDK configured later is seen at the first flush that starts a second or more after the
+    previous look-up, and observed from that flush on.
+
+    Attributes:
+        enabled: whether it observes now (see above); the core reads it before each task (see
+            :class:`~di_tasks.TaskObserver`).
     """
 
     def __init__(
@@ -140,8 +160,9 @@ class TaskTelemetry:
             "di_tasks.task.duration", unit="s", description="How long each background task ran, by function"
         )
         self._middlewares: weakref.WeakSet[ScopeMiddleware] = weakref.WeakSet()
-        self._enabled = False
+        self.enabled: bool = False
         self._recheck = 0.0
+        self._refresh()
         meter.create_observable_gauge(
             "di_tasks.asgi.pending_exits",
             callbacks=[self._pending_exits],
@@ -155,21 +176,15 @@ class TaskTelemetry:
             description="Background tasks cancelled by lifespan shutdown",
         )
 
-    @property
-    def enabled(self) -> bool:
-        """Whether a real tracer or meter provider is configured (an SDK's); without one, tasks and flushes are not
-        observed at all, so an observer installed ahead of the SDK's configuration costs next to nothing.
-
-        Looking the global providers up reads the environment, so the answer is kept: once yes (a provider, once
-        set, stays), and a no for a second at a time (an SDK configured later is seen within a second)."""
-        if self._enabled:
+    def _refresh(self) -> bool:
+        """Refresh :attr:`enabled` (see the class docstring) and return it."""
+        if self.enabled:
             return True
-        now = time.monotonic()
-        if now < self._recheck:
-            return False
-        self._enabled = self._configured()
-        self._recheck = now + 1.0
-        return self._enabled
+        now = monotonic()
+        if now >= self._recheck:
+            self.enabled = self._configured()
+            self._recheck = now + _RECHECK
+        return self.enabled
 
     def _configured(self) -> bool:
         tracing = self._tracer_provider if self._tracer_provider is not None else trace.get_tracer_provider()
@@ -208,10 +223,10 @@ class TaskTelemetry:
         span = self._tracer.start_span(f"{TASK_SPAN} {task.name}", parent, attributes=attributes, links=links)
         token = context.run(otel_context.attach, trace.set_span_in_context(span, added))
         self._tasks.add(1, {_STATE: "started", _FUNCTION: task.name})
-        start = time.perf_counter()
+        start = perf_counter()
 
         def finished() -> None:
-            elapsed = time.perf_counter() - start
+            elapsed = perf_counter() - start
             # still entered by a timed-out sync task's abandoned thread: the context is dropped with it anyway
             with contextlib.suppress(RuntimeError):
                 context.run(otel_context.detach, token)
@@ -227,9 +242,10 @@ class TaskTelemetry:
 
         Returns:
             What ends the span once the batch was dealt with, and counts the tasks that never started; ``None`` when
-            not :attr:`enabled`.
+            not :attr:`enabled` (refreshed here, see the class docstring), and then none of the batch's tasks is
+            observed.
         """
-        if not self.enabled:
+        if not self._refresh():
             return None
         current = otel_context.get_current()
         parent = current if _has_span(current) else tasks[0].context.run(otel_context.get_current)
@@ -298,7 +314,9 @@ class TaskTelemetry:
         propagate.inject(carrier)
         return carrier
 
-    def message_received(self, func: Callable[..., Any], request: object, /) -> Callable[[BaseException | None], None]:
+    def message_received(
+        self, func: Callable[..., Any], request: object, /
+    ) -> Callable[[BaseException | None], None] | None:
         """Start the span of a task a worker runs, continuing the trace its message carries, and make it current
         while its dependencies are resolved and it runs; the worker calls what this returns with the task's
         exception (``None`` if it succeeded).
@@ -309,7 +327,12 @@ class TaskTelemetry:
         Args:
             func: the task function.
             request: the Celery request, which holds the message headers as attributes.
+
+        Returns:
+            What ends the span; ``None`` when not :attr:`enabled` (refreshed here, see the class docstring).
         """
+        if not self._refresh():
+            return None
         name = qualname(func)
         current = otel_context.get_current()
         instrumented = _has_span(current)
@@ -318,10 +341,10 @@ class TaskTelemetry:
         span = self._tracer.start_span(f"{TASK_SPAN} {name}", parent, kind, attributes={_FUNCTION: name})
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         self._tasks.add(1, {_STATE: "started", _FUNCTION: name})
-        start = time.perf_counter()
+        start = perf_counter()
 
         def finished(exc: BaseException | None) -> None:
-            elapsed = time.perf_counter() - start
+            elapsed = perf_counter() - start
             otel_context.detach(token)
             state = "succeeded" if exc is None else "failed"
             self._end(span, state, exc)
@@ -329,3 +352,46 @@ class TaskTelemetry:
             self._duration.record(elapsed, {_FUNCTION: name, _STATE: state})
 
         return finished
+
+    def resolve_started(self, func: Callable[..., Any], graph: Graph, /) -> Callable[[BaseException | None], None]:
+        """Start the span of the resolution of a task's dependencies on a worker, ``di_tasks.resolve <function>``, a
+        child of the task's span (current here), and make it current while they are resolved, so a span a
+        dependency opens is its child. Its attributes: ``code.function.name`` and ``di_tasks.resolve.dependencies``,
+        the qualified names of the dependencies in the order they are resolved (the nodes of ``graph`` but its root).
+
+        The worker (:class:`~di_tasks.celery.CeleryWorker`) calls it on its event loop, in a task of its own, when
+        :attr:`enabled`, and calls what it returns as the function's own body starts (with ``None``: in the
+        context the body runs in, a sync body's thread included) or with what the resolution raised; only the first
+        call counts, so a body that raises leaves the span as it was. That call makes the task's span current again
+        in the context it is made in, which is dropped with the worker's task (or the body's thread), so nothing is
+        detached. A sync body's request-scoped teardowns, back on the event loop after it, still see this span
+        as current.
+
+        Args:
+            func: the task function.
+            graph: its solved graph (``container.solve(func)``).
+
+        Returns:
+            What ends the span, recording the exception and the status ``ERROR`` when given one.
+        """
+        name = qualname(func)
+        outer = otel_context.get_current()
+        dependencies = [node.name for node in graph.nodes[:-1]]
+        span = self._tracer.start_span(
+            f"{RESOLVE_SPAN} {name}", outer, attributes={_FUNCTION: name, "di_tasks.resolve.dependencies": dependencies}
+        )
+        otel_context.attach(trace.set_span_in_context(span, outer))
+        ended = False
+
+        def resolved(exc: BaseException | None) -> None:
+            nonlocal ended
+            if ended:
+                return
+            ended = True
+            if exc is not None and span.is_recording():
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            span.end()
+            otel_context.attach(outer)
+
+        return resolved

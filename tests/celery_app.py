@@ -74,6 +74,8 @@ class RedisSpanExporter(SpanExporter):
                 "parent_id": None if parent is None else format(parent.span_id, "016x"),
                 "kind": span.kind.name,
                 "attributes": dict(span.attributes or {}),
+                "status": [span.status.status_code.name, span.status.description],
+                "events": [event.name for event in span.events],
             }
             client.rpush(SPANS_KEY, json.dumps(entry, default=str))
         client.close()
@@ -235,10 +237,25 @@ def session(db: DB) -> Iterator[Database]:
 
 
 def traced(key: str, db: Database = Depends(session)) -> str:
-    """A task that records the trace it runs in."""
+    """A task that records the trace and the span it runs in."""
     context = trace.get_current_span().get_span_context()
-    db.record(key, label="traced", trace_id=format(context.trace_id, "032x"))
+    db.record(key, label="traced", trace_id=format(context.trace_id, "032x"), span_id=format(context.span_id, "016x"))
     return "traced"
+
+
+async def atraced(key: str, db: Database = Depends(session)) -> str:
+    """The async form of :func:`traced`: its body runs on the worker's event loop."""
+    return traced(key, db)
+
+
+def unreachable() -> Database:
+    """A dependency that cannot be made, as when a database is down."""
+    raise ConnectionError("the database is down")
+
+
+def traced_unreachable(key: str, db: Database = Depends(unreachable)) -> str:
+    """A task whose dependency fails while it is resolved (never called)."""
+    raise AssertionError("the body of a task whose dependency failed was called")
 
 
 NOT_A_FUNCTION = 3

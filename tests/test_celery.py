@@ -8,6 +8,7 @@ pool (two child processes) for what only the prefork pool does (time limits).
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,12 +39,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from di_tasks import BackgroundTaskError, BackgroundTasks, Container, Depends, DITasksError, InProcessFlusher, Task
+from di_tasks import (
+    BackgroundTaskError,
+    BackgroundTasks,
+    Container,
+    Depends,
+    DITasksError,
+    Graph,
+    InProcessFlusher,
+    Task,
+)
 from di_tasks import TaskState as State
 from di_tasks.asgi import ScopeMiddleware
 from di_tasks.celery import (
     TASK_NAME,
     CeleryFlusher,
+    CeleryWorker,
     celery_task,
     register_worker,
     task_reference,
@@ -841,3 +853,116 @@ def test_the_module_namespace_is_sorted_and_documented() -> None:
     assert defined <= set(module.__all__)
     for name in defined:
         assert (getattr(module, name).__doc__ or "").strip(), name
+
+
+# -- the worker tells an observer when a task's dependencies are resolved ----------------------------------------
+
+
+def connection() -> str:
+    """A dependency of the tasks below."""
+    return "connection"
+
+
+def unreachable() -> str:
+    """A dependency that cannot be made."""
+    raise ConnectionError("the database is down")
+
+
+class ResolutionRecorder:
+    """A task observer, on or off, that records what a worker tells it about the resolution of a task."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.events: list[tuple[str, Any]] = []
+
+    def task_started(self, task: Task, /) -> None:
+        return None
+
+    def resolve_started(self, func: Callable[..., Any], graph: Graph, /) -> Callable[[BaseException | None], None]:
+        self.events.append(("resolving", [node.name for node in graph.nodes]))
+        return lambda exc: self.events.append(("resolved", None if exc is None else type(exc).__name__))
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_worker_tells_an_observer_that_is_on_when_a_tasks_dependencies_are_resolved(is_async: bool) -> None:
+    """The worker reports the start of a task's resolution with its graph and its end as the task's own body starts
+    (in a worker thread for a sync body), or with the error raised while resolving; what the body raises after that
+    is passed on too (the observer ignores it: see TaskTelemetry.resolve_started)."""
+    observer = ResolutionRecorder(enabled=True)
+    worker = CeleryWorker(Container(task_observer=observer), ("test_celery",), "asyncio")
+
+    def sync_task(n: int, conn: str = Depends(connection)) -> int:
+        observer.events.append(("body", conn))
+        if n < 0:
+            raise ValueError("negative")
+        return n
+
+    async def async_task(n: int, conn: str = Depends(connection)) -> int:
+        return sync_task(n, conn)
+
+    def never(conn: str = Depends(unreachable)) -> None:
+        observer.events.append(("body", conn))
+
+    task = async_task if is_async else sync_task
+    try:
+        assert worker.call(task, (1,), {}) == 1
+        assert worker.call(task, (2,), {}) == 2
+        with pytest.raises(ValueError, match="negative"):
+            worker.call(task, (-1,), {})
+        with pytest.raises(ConnectionError, match="the database is down"):
+            worker.call(never, (), {})
+    finally:
+        worker.close()
+    resolving = ("resolving", ["test_celery.connection", task.__qualname__.join(("test_celery.", ""))])
+    assert observer.events == [
+        *[resolving, ("resolved", None), ("body", "connection")] * 2,
+        *[resolving, ("resolved", None), ("body", "connection"), ("resolved", "ValueError")],
+        ("resolving", ["test_celery.unreachable", never.__qualname__.join(("test_celery.", ""))]),
+        ("resolved", "ConnectionError"),
+    ]
+
+
+def test_a_worker_tells_an_observer_that_is_off_nothing() -> None:
+    """With the observer off, the worker runs a task with dependencies as without one: nothing is reported."""
+    observer = ResolutionRecorder(enabled=False)
+    worker = CeleryWorker(Container(task_observer=observer), ("test_celery",), "asyncio")
+
+    def task(n: int, conn: str = Depends(connection)) -> str:
+        return f"{conn} {n}"
+
+    try:
+        assert worker.call(task, (1,), {}) == "connection 1"
+    finally:
+        worker.close()
+    assert observer.events == []
+
+
+class Job:
+    """A per-call object whose bound method is the task function."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def run(self, conn: str = Depends(connection)) -> int:
+        return self.n
+
+
+def test_a_worker_observed_with_per_call_callables_keeps_no_call_alive() -> None:
+    """Bound methods of per-call objects, run with an observer that is on: what the worker and its container keep
+    for them (the wrappers that announce their bodies, their specs and plans) is bounded, and old calls die."""
+    observer = ResolutionRecorder(enabled=True)
+    container = Container(task_observer=observer)
+    worker = CeleryWorker(container, ("test_celery",), "asyncio")
+    alive: list[weakref.ref[Job]] = []
+    try:
+        for n in range(600):
+            job = Job(n)
+            alive.append(weakref.ref(job))
+            assert worker.call(job.run, (), {}) == n
+            del job
+    finally:
+        worker.close()
+    gc.collect()
+    assert len(container._plans) + len(container._task_specs) <= 2 * 256 + 8
+    assert sum(ref() is not None for ref in alive) <= 256
+    assert observer.events.count(("resolved", None)) == 600

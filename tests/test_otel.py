@@ -3,14 +3,19 @@ from a request under a real uvicorn, and across a real Redis + Celery worker."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import uuid
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -37,7 +42,7 @@ from test_celery import Worker, collect, start_worker
 
 from di_tasks import BackgroundTaskError, BackgroundTasks, Container, Depends, InProcessFlusher
 from di_tasks.asgi import ScopeMiddleware
-from di_tasks.celery import CeleryFlusher
+from di_tasks.celery import CeleryFlusher, CeleryWorker
 from di_tasks.otel import TaskTelemetry
 
 
@@ -273,6 +278,61 @@ def test_log_records_about_tasks_carry_structured_fields(caplog: pytest.LogCaptu
     assert (skipped.task_names, skipped.task_state) == (["test_otel.ok"], "skipped")  # type: ignore[attr-defined]
 
 
+def unreachable() -> str:
+    """A dependency that cannot be made."""
+    raise ConnectionError("the database is down")
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_workers_resolution_of_a_tasks_dependencies_has_its_span(otel: Telemetry, is_async: bool) -> None:
+    """On a worker (its event loop, in this process), ``di_tasks.resolve <function>`` is a child of the task's span,
+    current while the dependencies are set up, ended as the body starts, which runs in the task's span again; an
+    error raised by the body leaves it as it was, one raised while resolving is recorded on it."""
+    worker = CeleryWorker(Container(task_observer=otel.observer), ("test_otel",), "asyncio")
+    inside: list[int] = []
+
+    def connect() -> str:
+        with otel.tracer.start_as_current_span("connect"):  # what an instrumented driver does
+            return "connection"
+
+    def sync_task(n: int, conn: str = Depends(connect)) -> int:
+        inside.append(trace.get_current_span().get_span_context().span_id)
+        if n < 0:
+            raise ValueError("negative")
+        return n
+
+    async def async_task(n: int, conn: str = Depends(connect)) -> int:
+        return sync_task(n, conn)
+
+    def never(conn: str = Depends(unreachable)) -> None: ...
+
+    task = async_task if is_async else sync_task
+    name = f"test_otel.{task.__qualname__}"
+    try:
+        for n, func in [(1, task), (-1, task), (0, never)]:
+            with otel.tracer.start_as_current_span(f"task {n}"), contextlib.suppress(ValueError, ConnectionError):
+                worker.call(func, (n,) if func is task else (), {})
+    finally:
+        worker.close()
+    spans = otel.exporter.get_finished_spans()
+    for n in (1, -1):
+        (outer,) = [s for s in spans if s.name == f"task {n}"]
+        (resolve,) = [s for s in spans if s.name == f"di_tasks.resolve {name}" and parent_of(s) == span_id(outer)]
+        (connected,) = [s for s in spans if s.name == "connect" and parent_of(s) == span_id(resolve)]
+        assert resolve.attributes is not None
+        assert resolve.attributes["di_tasks.resolve.dependencies"] == (f"test_otel.{connect.__qualname__}",)
+        assert resolve.status.status_code is StatusCode.UNSET
+        assert resolve.end_time is not None
+        assert connected.end_time is not None
+        assert connected.end_time <= resolve.end_time
+    assert inside == [span_id(s) for s in spans if s.name in ("task 1", "task -1")]
+    (failed,) = [s for s in spans if s.name == f"di_tasks.resolve test_otel.{never.__qualname__}"]
+    assert parent_of(failed) == span_id(next(s for s in spans if s.name == "task 0"))
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.status.description == "ConnectionError: the database is down"
+    assert [event.name for event in failed.events] == ["exception"]
+
+
 # -- a real server: the request's trace goes on into its tasks ----------------------------------------------
 
 
@@ -373,8 +433,9 @@ def worker_spans(client: redis.Redis, trace_hex: str, count: int, worker: Worker
 def test_a_task_sent_to_celery_continues_the_request_trace_on_the_worker(
     otel_worker: Worker, redis_url: str, web_instrumented: bool
 ) -> None:
-    """The message carries the trace context; on the worker the task's span, and a span its dependency opens while
-    it is resolved, are in the web side's trace, under Celery's own consumer span, each span once."""
+    """The message carries the trace context; on the worker the task's span, the span of its dependencies'
+    resolution and a span a dependency opens while it is resolved, are in the web side's trace, under Celery's own
+    consumer span, each span once; the task's own code runs in the task's span."""
     otel = Telemetry()
     client = redis.Redis(**celery_app.url_options(redis_url))
     key = uuid.uuid4().hex
@@ -399,11 +460,17 @@ def test_a_task_sent_to_celery_continues_the_request_trace_on_the_worker(
     assert done["trace_id"] == trace_hex  # the task's own code ran in the request's trace
     web = {s.name: s for s in otel.exporter.get_finished_spans()}
     flush = web["di_tasks.flush"]
-    remote = {s["name"]: s for s in worker_spans(client, trace_hex, 3, otel_worker)}
-    assert set(remote) == {"run/di_tasks.run", "di_tasks.task celery_app.traced", "celery_app.session"}
-    consumer, task, dependency = (
+    remote = {s["name"]: s for s in worker_spans(client, trace_hex, 4, otel_worker)}
+    assert set(remote) == {
+        "run/di_tasks.run",
+        "di_tasks.task celery_app.traced",
+        "di_tasks.resolve celery_app.traced",
+        "celery_app.session",
+    }
+    consumer, task, resolve, dependency = (
         remote["run/di_tasks.run"],
         remote["di_tasks.task celery_app.traced"],
+        remote["di_tasks.resolve celery_app.traced"],
         remote["celery_app.session"],
     )
     if web_instrumented:  # Celery's producer span sits between the flush and the worker
@@ -414,8 +481,64 @@ def test_a_task_sent_to_celery_continues_the_request_trace_on_the_worker(
         assert consumer["parent_id"] == format(span_id(flush), "016x")
     assert task["parent_id"] == consumer["span_id"]
     assert task["kind"] == "INTERNAL"
-    assert dependency["parent_id"] == task["span_id"]  # the dependency was resolved inside the task's span
+    assert resolve["parent_id"] == task["span_id"]
+    assert dependency["parent_id"] == resolve["span_id"]  # the dependency was set up while the resolution ran
+    assert done["span_id"] == task["span_id"]  # and the body, in a worker thread, ran in the task's span again
+    assert resolve["attributes"]["di_tasks.resolve.dependencies"] == [
+        "celery_app.get_pool",
+        "celery_app.get_db",
+        "celery_app.session",
+    ]
     assert task["attributes"]["di_tasks.task.state"] == "succeeded"
+    client.close()
+
+
+def send_traced(otel: Telemetry, func: Any, *args: Any) -> str:
+    """Send ``func(*args)`` to the traced worker from a request span; return the trace id (hex)."""
+    container = Container(
+        flusher=CeleryFlusher(celery_app.app, options={"queue": OTEL_QUEUE}), task_observer=otel.observer
+    )
+
+    async def endpoint(tasks: BackgroundTasks) -> None:
+        tasks.add_task(func, *args)
+
+    with otel.tracer.start_as_current_span("request") as request:
+        container.run(endpoint)
+    return format(request.get_span_context().trace_id, "032x")
+
+
+def test_the_resolution_of_an_async_task_on_the_worker_has_its_span(otel_worker: Worker, redis_url: str) -> None:
+    """For an ``async def`` task, whose body runs on the worker's event loop, the resolution's span is the task
+    span's child, the dependency's span its child, and the body runs in the task's span."""
+    otel = Telemetry()
+    client = redis.Redis(**celery_app.url_options(redis_url))
+    key = uuid.uuid4().hex
+    trace_hex = send_traced(otel, celery_app.atraced, key)
+    (done,) = collect(client, key, 1, otel_worker)
+    remote = {s["name"]: s for s in worker_spans(client, trace_hex, 4, otel_worker)}
+    task, resolve = remote["di_tasks.task celery_app.atraced"], remote["di_tasks.resolve celery_app.atraced"]
+    assert resolve["parent_id"] == task["span_id"]
+    assert remote["celery_app.session"]["parent_id"] == resolve["span_id"]
+    assert done["span_id"] == task["span_id"]
+    client.close()
+
+
+def test_an_error_resolving_a_task_on_the_worker_is_recorded_on_the_resolution_span(
+    otel_worker: Worker, redis_url: str
+) -> None:
+    """A dependency that raises on the worker: the resolution's span records the exception with the status
+    ``ERROR``, and the task's span says the task failed."""
+    otel = Telemetry()
+    client = redis.Redis(**celery_app.url_options(redis_url))
+    trace_hex = send_traced(otel, celery_app.traced_unreachable, uuid.uuid4().hex)
+    remote = {s["name"]: s for s in worker_spans(client, trace_hex, 3, otel_worker)}
+    task = remote["di_tasks.task celery_app.traced_unreachable"]
+    resolve = remote["di_tasks.resolve celery_app.traced_unreachable"]
+    assert resolve["parent_id"] == task["span_id"]
+    assert resolve["status"] == ["ERROR", "ConnectionError: the database is down"]
+    assert resolve["events"] == ["exception"]
+    assert resolve["attributes"]["di_tasks.resolve.dependencies"] == ["celery_app.unreachable"]
+    assert task["attributes"]["di_tasks.task.state"] == "failed"
     client.close()
 
 
@@ -431,3 +554,52 @@ async def test_without_a_configured_provider_tasks_are_not_observed() -> None:
         assert observer.task_started(task) is None
         assert observer.flush_started(scope, [task]) is None
     assert TaskTelemetry(tracer_provider=TracerProvider()).enabled
+
+
+LATER = textwrap.dedent(
+    """
+    import di_tasks.otel
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from di_tasks import BackgroundTasks, Container
+    from di_tasks.otel import TaskTelemetry
+
+    now = [100.0]
+    di_tasks.otel.monotonic = lambda: now[0]  # the observer's clock only, not the event loop's
+
+
+    async def ok() -> None: ...
+
+
+    async def endpoint(tasks: BackgroundTasks) -> None:
+        tasks.add_task(ok)
+
+
+    observer = TaskTelemetry()  # before the SDK is configured
+    container = Container(task_observer=observer)
+    container.run(endpoint)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    container.run(endpoint)  # under a second since the last look-up: its "no" still holds
+    print(observer.enabled, len(exporter.get_finished_spans()))
+    now[0] += 1.0
+    container.run(endpoint)  # the next flush looks again
+    print(observer.enabled, sorted(span.name for span in exporter.get_finished_spans()))
+    """
+)
+
+
+def test_an_observer_made_before_the_sdk_is_configured_observes_from_the_next_flush(tmp_path: Path) -> None:
+    """A ``TaskTelemetry`` made before the global provider is set is off, keeps its "no" for a second, then sees the
+    provider at the next flush and observes that flush and its tasks (in a fresh interpreter: the global provider
+    can be set once per process)."""
+    script = tmp_path / "later.py"
+    script.write_text(LATER)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["False 0", "True ['di_tasks.flush', 'di_tasks.task ok']"]

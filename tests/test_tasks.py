@@ -521,6 +521,33 @@ async def test_a_task_observer_sees_each_task_start_and_finish() -> None:
     assert seen == [("started", "running"), ("finished", "succeeded"), ("started", "running"), ("finished", "failed")]
 
 
+async def test_a_task_observer_that_is_off_is_not_called_for_a_task() -> None:
+    """An observer whose ``enabled`` is false gets no ``task_started`` call; it is read before each task, so one
+    switched on by a task sees the tasks after it."""
+    seen: list[str] = []
+
+    class Switch:
+        enabled = False
+
+        def task_started(self, task: Task, /) -> Any:
+            seen.append(task.func.__name__)
+            return None
+
+    observer = Switch()
+
+    async def first() -> None:
+        observer.enabled = True
+
+    async def second() -> None: ...
+
+    async def endpoint(tasks: BackgroundTasks) -> None:
+        tasks.add_task(first)
+        tasks.add_task(second)
+
+    await Container(task_observer=observer).call(endpoint)
+    assert seen == ["second"]
+
+
 async def test_a_sync_wrapper_around_an_async_task_runs_in_the_tasks_context() -> None:
     """A task function that is a plain wrapper returning a coroutine is called in the context add_task saw."""
     import contextvars
