@@ -278,12 +278,11 @@ class Scope:
             return f"background task(s) not run because the scope's body raised {type(exc).__name__}"
         return None
 
-    def _observe_flush(self, observer: TaskObserver, batch: list[Task]) -> Callable[[], object]:
+    def _observe_flush(self, observer: TaskObserver, batch: list[Task]) -> Callable[[], object] | None:
         """Tell the container's task observer a batch is being flushed, if it watches flushes (see FlushObserver);
-        return what to call once the batch was dealt with."""
+        return what to call once the batch was dealt with, if anything."""
         watch = getattr(observer, "flush_started", None)
-        finished = None if watch is None else watch(self, batch)
-        return _nothing if finished is None else finished
+        return None if watch is None else watch(self, batch)
 
     @staticmethod
     def _skip(tasks: list[Task], why: str, state: TaskState = TaskState.SKIPPED) -> None:
@@ -314,10 +313,6 @@ class Scope:
             raise BackgroundTaskError.of(
                 f"{len(failed)} background task(s) failed: {', '.join(t.name for t in failed)}", failed
             )
-
-
-def _nothing() -> None:
-    """What a flush nobody observes calls when it is done."""
 
 
 register_special(BackgroundTasks, Special.TASKS)

@@ -245,7 +245,8 @@ class TaskTelemetry:
             not :attr:`enabled` (refreshed here, see the class docstring), and then none of the batch's tasks is
             observed.
         """
-        if not self._refresh():
+        # off: the cached no is read here, without a call (a flush of an app not yet configured costs this much)
+        if not self.enabled and (monotonic() < self._recheck or not self._refresh()):
             return None
         current = otel_context.get_current()
         parent = current if _has_span(current) else tasks[0].context.run(otel_context.get_current)
