@@ -59,7 +59,9 @@ class InProcessFlusher:
         """Run ``tasks`` (see the class docstring)."""
         if self.concurrency == 1 or len(tasks) == 1:  # the default: in order, on the scope's own task
             for task in tasks:
-                await task.run()
+                rest = task.start()  # Task.run in two parts: a task that never suspends needs no coroutine
+                if rest is not None:
+                    await rest
             return
         limiter = anyio.Semaphore(self.concurrency)
 

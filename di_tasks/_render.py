@@ -157,6 +157,27 @@ def _mermaid_text(text: str) -> str:
     )
 
 
+def _values(graph: Graph) -> list[tuple[str, str, str]]:
+    """The outside values the graph needs, merged by name: ``(id, how it is spelled, "optional" or "required")``."""
+    return [
+        (f"v{index}", _value_text(needs[0]), "optional" if all(n.has_default for n in needs) else "required")
+        for index, needs in enumerate(_merged_values(graph).values())
+    ]
+
+
+def _edges(graph: Graph, nodes: list[Node], ids: dict[int, str]) -> list[tuple[str, str, str | None]]:
+    """Every edge, ``(from, to, parameter)``: to a dependency (labelled with the parameter), to a value and to the
+    collector (``None``: drawn dashed)."""
+    value_ids = {name: f"v{index}" for index, name in enumerate(_merged_values(graph))}
+    edges: list[tuple[str, str, str | None]] = []
+    for node in nodes:
+        edges.extend((ids[id(node)], ids[id(dep)], param) for param, dep in node.dependencies)
+        edges.extend((ids[id(node)], value_ids[need], None) for need in dict.fromkeys(n.name for n in node.values))
+        if node.wants_tasks:
+            edges.append((ids[id(node)], "tasks", None))
+    return edges
+
+
 def render_mermaid(graph: Graph) -> str:
     """A Mermaid ``flowchart``: dependencies as boxes (edges labelled with the parameter), outside values as
     parallelograms, one shared ``BackgroundTasks`` node, overridden nodes dashed."""
@@ -165,21 +186,12 @@ def render_mermaid(graph: Graph) -> str:
     lines = ["flowchart TD"]
     for node in nodes:
         lines.append(f'    {ids[id(node)]}["{_mermaid_text(_short(node.call))}<br/>{_mermaid_text(describe(node))}"]')
-    merged = _merged_values(graph)
-    value_ids = {name: f"v{index}" for index, name in enumerate(merged)}
-    for name, needs in merged.items():
-        spelled = _value_text(needs[0])
-        policy = "optional" if all(n.has_default for n in needs) else "required"
-        lines.append(f'    {value_ids[name]}[/"{_mermaid_text(spelled)}<br/>value, {policy}"/]')
+    for value_id, spelled, policy in _values(graph):
+        lines.append(f'    {value_id}[/"{_mermaid_text(spelled)}<br/>value, {policy}"/]')
     if graph.task_users:
         lines.append('    tasks(["BackgroundTasks<br/>one per request scope"])')
-    for node in nodes:
-        for param, dep in node.dependencies:
-            lines.append(f"    {ids[id(node)]} -->|{param}| {ids[id(dep)]}")
-        for need in dict.fromkeys(n.name for n in node.values):
-            lines.append(f"    {ids[id(node)]} -.-> {value_ids[need]}")
-        if node.wants_tasks:
-            lines.append(f"    {ids[id(node)]} -.-> tasks")
+    for start, end, param in _edges(graph, nodes, ids):
+        lines.append(f"    {start} -.-> {end}" if param is None else f"    {start} -->|{param}| {end}")
     overridden = [ids[id(node)] for node in nodes if node.overridden is not None]
     if overridden:
         lines.append("    classDef override stroke-dasharray: 5 5")
@@ -208,20 +220,12 @@ def render_dot(graph: Graph) -> str:
         lines.append(
             f'    {ids[id(node)]} [label="{_dot_text(_short(node.call))}\\n{_dot_text(describe(node))}"{style}];'
         )
-    merged = _merged_values(graph)
-    value_ids = {name: f"v{index}" for index, name in enumerate(merged)}
-    for name, needs in merged.items():
-        policy = "optional" if all(n.has_default for n in needs) else "required"
-        label = f"{_dot_text(_value_text(needs[0]))}\\nvalue, {policy}"
-        lines.append(f'    {value_ids[name]} [label="{label}", shape=parallelogram];')
+    for value_id, spelled, policy in _values(graph):
+        lines.append(f'    {value_id} [label="{_dot_text(spelled)}\\nvalue, {policy}", shape=parallelogram];')
     if graph.task_users:
         lines.append('    tasks [label="BackgroundTasks\\none per request scope", shape=ellipse];')
-    for node in nodes:
-        for param, dep in node.dependencies:
-            lines.append(f'    {ids[id(node)]} -> {ids[id(dep)]} [label="{param}"];')
-        for need in dict.fromkeys(n.name for n in node.values):
-            lines.append(f"    {ids[id(node)]} -> {value_ids[need]} [style=dashed];")
-        if node.wants_tasks:
-            lines.append(f"    {ids[id(node)]} -> tasks [style=dashed];")
+    for start, end, param in _edges(graph, nodes, ids):
+        edge = "[style=dashed]" if param is None else f'[label="{param}"]'
+        lines.append(f"    {start} -> {end} {edge};")
     lines.append("}")
     return "\n".join(lines) + "\n"

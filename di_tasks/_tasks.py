@@ -9,7 +9,7 @@ import inspect
 import logging
 import types
 import warnings
-from collections.abc import Callable, Collection, Coroutine, Generator, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Generator, Iterator, Mapping
 from time import perf_counter
 from typing import Any, Final, ParamSpec, Protocol, TypeVar, cast
 
@@ -357,6 +357,12 @@ def _result_into(task: Task, coro: Coroutine[Any, Any, Any]) -> Generator[Any, A
 types.coroutine(_result_into)  # marks the generator function, in place, as one that may delegate to a coroutine
 
 
+async def _raise(exc: BaseException) -> None:
+    """Raise ``exc`` when awaited: a task's first step that raised hands its error to the same handlers as a later
+    step's."""
+    raise exc
+
+
 class Task:
     """A handle on one background task.
 
@@ -525,43 +531,73 @@ class Task:
         A failure is logged on the ``di_tasks`` logger at ERROR with the traceback and passed to the
         container's error hook. Cancellation from outside is recorded, logged and re-raised.
         """
+        rest = self.start()
+        if rest is not None:
+            await rest
+
+    def start(self) -> Coroutine[Any, Any, None] | None:
+        """Start the task: run it now, in its context, up to the first time it suspends (the first part of
+        :meth:`run`, for runners that go through many tasks: a task that finishes without suspending costs no
+        coroutine of its own).
+
+        Returns:
+            ``None`` if the task has finished (or was not pending), else what runs the rest and records the outcome:
+            await it.
+        """
         if self.state is not _PENDING:
-            return
+            return None
         self.state = _RUNNING
         self._started = perf_counter()
         observer = self._host.task_observer
         finished = None if observer is None or not observer.enabled else observer.task_started(self)
+        if self.timeout is not None or not self._spec.direct:
+            return self._outcome(self._invoke_into(), finished)
+        # the common case: an async function without dependencies or timeout, driven here, in its context
+        context = self._context
+        try:
+            coro = self.func(*self.args, **self.kwargs) if self.kwargs else self.func(*self.args)
+            driver = _result_into(self, coro)
+            yielded = context.run(next, driver, _RETURNED)  # the first step, which often is the only one
+        except BaseException as exc:  # noqa: BLE001  # recorded (or let through) by _outcome, as in a later step
+            return self._outcome(_raise(exc), finished)
+        if yielded is not _RETURNED:
+            return self._outcome(resume_in_context(context, driver, yielded), finished)
+        self.state = _SUCCEEDED  # what _outcome records, written out: this is every such task's path
+        self._context = _DONE_CONTEXT  # see _finish
+        if self._done is not None:
+            self._done.set()
+        if finished is not None:
+            finished()
+        return None
+
+    async def _outcome(self, rest: Awaitable[object], finished: Callable[[], object] | None) -> None:
+        """Run the rest of a started task, under its timeout, and record how it ended: the one place a task's
+        failure, timeout or cancellation is decided."""
         deadline: anyio.CancelScope | None = None
         try:
-            if self.timeout is None and self._spec.direct:  # the common case: driven here, in its context
-                context = self._context
-                coro = self.func(*self.args, **self.kwargs) if self.kwargs else self.func(*self.args)
-                driver = _result_into(self, coro)
-                yielded = context.run(next, driver, _RETURNED)  # the first step, which often is the only one
-                if yielded is not _RETURNED:
-                    await resume_in_context(context, driver, yielded)
-            elif self.timeout is None:
-                self.result = await self._invoke(abandon=False)
+            if self.timeout is None:
+                await rest
             else:
                 with anyio.fail_after(self.timeout) as deadline:
-                    self.result = await self._invoke(abandon=True)
+                    await rest
         except anyio.get_cancelled_exc_class() as cancelled:
             if await self._cancelled(cancelled):
                 raise
         except Exception as exc:  # noqa: BLE001  # the task's own failure: recorded, logged and reported by fail()
-            timed_out = deadline is not None and deadline.cancel_called and isinstance(exc, TimeoutError)
-            self.fail(exc, f"timed out after {self.timeout}s" if timed_out else "failed")
+            self.fail(exc, self._why_failed(exc, deadline))
         except BaseException as exc:  # KeyboardInterrupt, SystemExit: the task fails, then it is let through
             self.fail(exc, f"raised {type(exc).__name__}, which stops the flush")
             raise
         else:
-            self.state = _SUCCEEDED
-            self._context = _DONE_CONTEXT  # see _finish
-            if self._done is not None:
-                self._done.set()
+            self._finish(_SUCCEEDED)
         finally:
             if finished is not None:
                 finished()
+
+    def _why_failed(self, exc: Exception, deadline: anyio.CancelScope | None) -> str:
+        """How a task that raised ``exc`` under ``deadline`` (its timeout, if it has one) is said to have failed."""
+        timed_out = deadline is not None and deadline.cancel_called and isinstance(exc, TimeoutError)
+        return f"timed out after {self.timeout}s" if timed_out else "failed"
 
     async def _cancelled(self, cancelled: BaseException) -> bool:
         """Record a cancellation error; whether it came from outside (then it is re-raised) or is the task's own
@@ -600,6 +636,10 @@ class Task:
         if signature is None:
             return dict(self.kwargs)
         return dict(zip(signature.parameters, self.args, strict=True))
+
+    async def _invoke_into(self) -> None:
+        """Run a task that is not driven directly (dependencies, a sync function, a timeout) and keep its result."""
+        self.result = await self._invoke(abandon=self.timeout is not None)
 
     async def _invoke(self, *, abandon: bool) -> Any:
         spec = self._spec

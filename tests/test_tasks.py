@@ -613,3 +613,45 @@ async def test_in_thread_is_true_only_while_a_sync_function_is_in_its_worker_thr
         "with_dependency before": False, "with_dependency running": True, "with_dependency after": False,
         "async": False,
     }  # fmt: skip
+
+
+async def test_start_runs_a_task_up_to_its_first_suspension_and_the_rest_records_the_outcome() -> None:
+    """Task.start runs a task now, in its context: one that never suspends is done (nothing to await); one that
+    suspends is running, and awaiting what start returned finishes it; a first step that raises is recorded as the
+    task's failure once awaited, like a later step's; a task that is not pending is not started again."""
+    seen = contextvars.ContextVar("seen", default="")
+    steps: list[str] = []
+
+    async def quick() -> str:
+        steps.append(f"quick {seen.get()}")
+        return "done"
+
+    async def slow() -> str:
+        steps.append("slow: first step")
+        await anyio.lowlevel.checkpoint()
+        steps.append("slow: second step")
+        return "late"
+
+    async def broken() -> None:
+        raise ValueError("at once")
+
+    tasks = BackgroundTasks()
+    seen.set("at add_task")
+    first, second, third = tasks.add_task(quick), tasks.add_task(slow), tasks.add_task(broken)
+    seen.set("later")
+
+    assert first.start() is None
+    assert (first.state, first.result, steps) == (TaskState.SUCCEEDED, "done", ["quick at add_task"])
+    assert first.start() is None  # not pending any more: nothing runs twice
+
+    rest = second.start()
+    assert rest is not None
+    assert (second.state, steps[-1]) == (TaskState.RUNNING, "slow: first step")
+    await rest
+    assert (second.state, second.result, steps[-1]) == (TaskState.SUCCEEDED, "late", "slow: second step")
+
+    rest = third.start()
+    assert rest is not None  # the error is decided where every outcome is: by awaiting the rest
+    await rest
+    assert third.state is TaskState.FAILED
+    assert isinstance(third.exception, ValueError)
