@@ -1,0 +1,110 @@
+"""What a busy scope's exit costs in W1: an experiment, not a product path.
+
+    python benchmarks/exit_cost.py            # 30 rounds
+    python benchmarks/exit_cost.py --rounds 10
+
+W1 (``w1.build_di_tasks``) is timed against the hand-written floor with Starlette's ``BackgroundTasks``
+(``w1.build_starlette``), in the same rounds, with ``Scope.close`` as it is and replaced, in this process only, by two
+stripped versions that do the same work for W1 (run the 3 tasks, tear the generator down) with less around it:
+
+- ``lean``: the container's flusher and the count of failed tasks kept; no task observer, no skipping when the body
+  failed, nothing caught from the flusher, one coroutine for the whole exit;
+- ``bare``: each task's ``run()`` called in a loop, then the teardown; nothing else.
+
+The difference between the three is what the exit's documented behaviour costs (the ``Flusher`` seam, the observer,
+skipping and logging, what a task lets through, ``BackgroundTaskError``); ``bare`` is about the floor of a scope
+with this design (its object, its collector, the context variable that makes it current). Medians over rounds of the
+ratio to the floor; each batch is checked like ``run.py``'s.
+"""
+
+import argparse
+import asyncio
+import gc
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import w1
+from common import C, check_w1
+
+from di_tasks import Scope
+from di_tasks._run import unwind  # the experiment replaces the exit, so it needs the teardown the exit calls
+
+Close = Callable[..., Coroutine[Any, Any, None]]
+
+
+async def lean_close(self: Any, exc: BaseException | None = None, *, raise_task_errors: bool = True) -> None:
+    """The flusher and the failure count kept, nothing else."""
+    collector = self._collector
+    failures = self.container.task_failures
+    if collector is not None:
+        batch = collector.take()
+        while batch:
+            await self.container.flusher.flush(batch)
+            batch = collector.take()
+    if self.exit_stack:
+        await unwind(self.exit_stack, exc)
+    if collector is not None:
+        collector.close()
+    if raise_task_errors and self.container.task_failures != failures:
+        raise AssertionError("a W1 task failed")
+
+
+async def bare_close(self: Any, exc: BaseException | None = None, *, raise_task_errors: bool = True) -> None:
+    """Each task run in a loop, then the teardown."""
+    for task in self._collector.take():
+        await task.run()
+    if self.exit_stack:
+        await unwind(self.exit_stack, exc)
+
+
+async def batch(run: Callable[[], Awaitable[Any]], n: int, system: str) -> float:
+    """Time ``n`` calls of ``run`` (the garbage collector off) and check they did the whole work."""
+    C.reset()
+    result: Any = None
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        for _ in range(n):
+            result = await run()
+        elapsed = time.perf_counter() - start
+    finally:
+        gc.enable()
+    check_w1(system, result, n)
+    return elapsed / n
+
+
+async def main(rounds: int, n: int) -> None:
+    """Run the rounds and print the medians."""
+    floor = w1.build_starlette()
+    di_tasks = w1.build_di_tasks()
+    variants: dict[str, Close] = {"as shipped": Scope.close, "lean": lean_close, "bare": bare_close}
+    ratios: dict[str, list[float]] = {name: [] for name in variants}
+    for name, close in variants.items():  # warm up each form
+        Scope.close = close  # type: ignore[method-assign]
+        await batch(di_tasks, n, name)
+    await batch(floor, n, "starlette")
+    for _ in range(rounds):
+        base = await batch(floor, n, "starlette")
+        for name, close in variants.items():
+            Scope.close = close  # type: ignore[method-assign]
+            ratios[name].append(await batch(di_tasks, n, name) / base)
+    Scope.close = variants["as shipped"]  # type: ignore[method-assign]
+    print(f"W1 against hand-written calls with Starlette's BackgroundTasks, {rounds} rounds of {n} calls")
+    print("| exit | median ratio |\n|---|---|")
+    for name, values in ratios.items():
+        print(f"| {name} | {statistics.median(values):.2f}x |")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="What a busy scope's exit costs in W1 (an experiment).")
+    parser.add_argument("--rounds", type=int, default=30, help="rounds (default 30)")
+    parser.add_argument("--calls", type=int, default=2000, help="calls per batch (default 2000)")
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.rounds, arguments.calls))
