@@ -14,23 +14,22 @@ stripped versions that do the same work for W1 (run the 3 tasks, tear the genera
 The difference between the three is what the exit's documented behaviour costs (the ``Flusher`` seam, the observer,
 skipping and logging, what a task lets through, ``BackgroundTaskError``); ``bare`` is about the floor of a scope
 with this design (its object, its collector, the context variable that makes it current). Medians over rounds of the
-ratio to the floor; each batch is checked like ``run.py``'s.
+ratio to the floor; each batch is timed and checked by ``run.py``'s harness.
 """
 
 import argparse
 import asyncio
-import gc
 import statistics
 import sys
-import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import run as bench
 import w1
-from common import C, check_w1
+from common import check_w1
 
 from di_tasks import Scope
 from di_tasks._run import unwind  # the experiment replaces the exit, so it needs the teardown the exit calls
@@ -63,38 +62,21 @@ async def bare_close(self: Any, exc: BaseException | None = None, *, raise_task_
         await unwind(self.exit_stack, exc)
 
 
-async def batch(run: Callable[[], Awaitable[Any]], n: int, system: str) -> float:
-    """Time ``n`` calls of ``run`` (the garbage collector off) and check they did the whole work."""
-    C.reset()
-    result: Any = None
-    gc.collect()
-    gc.disable()
-    try:
-        start = time.perf_counter()
-        for _ in range(n):
-            result = await run()
-        elapsed = time.perf_counter() - start
-    finally:
-        gc.enable()
-    check_w1(system, result, n)
-    return elapsed / n
-
-
 async def main(rounds: int, n: int) -> None:
     """Run the rounds and print the medians."""
-    floor = w1.build_starlette()
-    di_tasks = w1.build_di_tasks()
+    floor = bench.Cell("starlette", w1.build_starlette(), check_w1, n)
+    di_tasks = bench.Cell("di_tasks", w1.build_di_tasks(), check_w1, n)
     variants: dict[str, Close] = {"as shipped": Scope.close, "lean": lean_close, "bare": bare_close}
     ratios: dict[str, list[float]] = {name: [] for name in variants}
     for name, close in variants.items():  # warm up each form
         Scope.close = close  # type: ignore[method-assign]
-        await batch(di_tasks, n, name)
-    await batch(floor, n, "starlette")
+        await bench.timed_batch(di_tasks, name)
+    await bench.timed_batch(floor, "floor")
     for _ in range(rounds):
-        base = await batch(floor, n, "starlette")
+        base = await bench.timed_batch(floor, "floor")
         for name, close in variants.items():
             Scope.close = close  # type: ignore[method-assign]
-            ratios[name].append(await batch(di_tasks, n, name) / base)
+            ratios[name].append(await bench.timed_batch(di_tasks, name) / base)
     Scope.close = variants["as shipped"]  # type: ignore[method-assign]
     print(f"W1 against hand-written calls with Starlette's BackgroundTasks, {rounds} rounds of {n} calls")
     print("| exit | median ratio |\n|---|---|")
