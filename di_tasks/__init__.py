@@ -12,6 +12,7 @@ from ._errors import MissingValueError as MissingValueError
 from ._errors import ScopeError as ScopeError
 from ._errors import WiringError as WiringError
 from ._flush import Flusher as Flusher
+from ._flush import FlushStarter as FlushStarter
 from ._flush import InProcessFlusher as InProcessFlusher
 from ._flush import TaskChecker as TaskChecker
 from ._graph import Graph as Graph
@@ -37,6 +38,7 @@ __all__ = (
     "DependencyCycleError",
     "Depends",
     "FlushObserver",
+    "FlushStarter",
     "Flusher",
     "Graph",
     "InProcessFlusher",

@@ -18,7 +18,7 @@ import anyio.to_thread
 from ._app import AppLifetime
 from ._compile import forget
 from ._execute import execute
-from ._flush import Flusher, InProcessFlusher, TaskChecker
+from ._flush import Flusher, FlushStarter, InProcessFlusher, TaskChecker
 from ._graph import Graph
 from ._inject import inject
 from ._inspect import Kind, kind_of, qualname
@@ -158,6 +158,10 @@ class Container:
         vets = callable(getattr(flusher, "check_task", None))
         self.task_checker: TaskChecker | None = cast("TaskChecker", flusher) if vets else None
         """The flusher's add-time check (its ``check_task``), or ``None`` when it has none (follows ``flusher``)."""
+        starts = callable(getattr(flusher, "start_flush", None))
+        self.flush_starter: FlushStarter | None = cast("FlushStarter", flusher) if starts else None
+        """The flusher as a :class:`FlushStarter` (its ``start_flush``), or ``None`` when it has no such method
+        (follows ``flusher``)."""
 
     # -- solving -------------------------------------------------------------------------------------------
 

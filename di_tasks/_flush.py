@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -36,6 +36,20 @@ class TaskChecker(Protocol):
         ...
 
 
+class FlushStarter(Protocol):
+    """Optional second method of a flusher: start a flush now and return only what is left of it to wait for.
+
+    A scope's exit calls it instead of ``flush`` when the flusher has it, so a batch of tasks that all finish without
+    suspending costs no coroutine at all. :class:`InProcessFlusher` has it; its ``flush`` is ``start_flush`` and an
+    ``await``.
+    """
+
+    def start_flush(self, tasks: Sequence[Task], /) -> Awaitable[None] | None:
+        """Deal with ``tasks`` as ``flush`` would, as far as that can be done without waiting; return what is left
+        (await it), or ``None`` when they have all been dealt with."""
+        ...
+
+
 class InProcessFlusher:
     """Run tasks in this process: one at a time in order, or up to ``concurrency`` at once.
 
@@ -57,12 +71,25 @@ class InProcessFlusher:
 
     async def flush(self, tasks: Sequence[Task], /) -> None:
         """Run ``tasks`` (see the class docstring)."""
-        if self.concurrency == 1 or len(tasks) == 1:  # the default: in order, on the scope's own task
-            for task in tasks:
-                rest = task.start()  # Task.run in two parts: a task that never suspends needs no coroutine
-                if rest is not None:
-                    await rest
-            return
+        rest = self.start_flush(tasks)
+        if rest is not None:
+            await rest
+
+    def start_flush(self, tasks: Sequence[Task], /) -> Awaitable[None] | None:
+        """Start running ``tasks``: one at a time, each up to its end or its first suspension (``Task.start``), so
+        ``None`` when every one finished at once; else (or with ``concurrency`` above 1) what runs the rest.
+
+        See :class:`FlushStarter`.
+        """
+        if self.concurrency > 1 and len(tasks) > 1:
+            return self._concurrently(tasks)
+        for i, task in enumerate(tasks):  # the default: in order, on the scope's own task
+            rest = task.start()
+            if rest is not None:
+                return _in_order_after(rest, tasks, i + 1)
+        return None
+
+    async def _concurrently(self, tasks: Sequence[Task]) -> None:
         limiter = anyio.Semaphore(self.concurrency)
 
         async def run_one(task: Task) -> None:
@@ -72,3 +99,12 @@ class InProcessFlusher:
         async with anyio.create_task_group() as tg:
             for task in tasks:
                 tg.start_soon(run_one, task)
+
+
+async def _in_order_after(rest: Awaitable[None], tasks: Sequence[Task], following: int) -> None:
+    """Finish a task that suspended, then run the ones after it, in order."""
+    await rest
+    for task in tasks[following:]:
+        rest_of_task = task.start()
+        if rest_of_task is not None:
+            await rest_of_task

@@ -167,11 +167,13 @@ async def enter_generator(step: Step, pos: list[Any], kw: dict[str, Any], stack:
 
 
 async def _finish(entry: Teardown, exc: BaseException | None) -> bool:
-    """Run one generator past its ``yield`` (throwing ``exc`` in); whether it finished as it should."""
+    """Run one generator past its ``yield`` (throwing ``exc`` in); whether it finished as it should. An async one
+    with no exception to throw in is finished by :func:`unwind` itself, without this coroutine."""
     gen = entry.gen
     try:
         if entry.is_async:
-            await (gen.__anext__() if exc is None else gen.athrow(exc))
+            assert exc is not None  # unwind's own branch takes the other case
+            await gen.athrow(exc)
         elif entry.to_thread:
             if exc is None:
                 done = await anyio.to_thread.run_sync(next_or_done, gen)
@@ -205,7 +207,14 @@ async def unwind(stack: list[Teardown], exc: BaseException | None) -> BaseExcept
     while stack:
         entry = stack.pop()
         try:
-            finished = await _finish(entry, exc)
+            if exc is None and entry.is_async:  # the common teardown, awaited here and not in a coroutine of its own
+                await entry.gen.__anext__()
+                await entry.gen.aclose()  # it yielded again
+                finished = False
+            else:
+                finished = await _finish(entry, exc)
+        except StopAsyncIteration:  # the async generator finished, as it should (_finish catches its own)
+            continue
         except anyio.get_cancelled_exc_class() as cancelled:
             if cancelled is not exc and await cancelled_from_outside():
                 return await _unwind_shielded(stack, exc, cancelled, entry)

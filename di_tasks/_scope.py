@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import types
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, overload
 
@@ -16,6 +16,7 @@ from ._execute import execute
 from ._plan import Special, Teardown, register_special
 from ._run import unwind
 from ._tasks import BackgroundTasks, GuardedTasks, Task, TaskObserver, TaskState
+from ._util import raise_later
 
 if TYPE_CHECKING:
     from ._container import Container
@@ -203,16 +204,16 @@ class Scope:
             # 1. the body has returned, or raised ``exc`` (for ASGI: the response has been sent).
             # 2. call-scoped dependencies were torn down when the call returned (``_run.end_call``).
             # 3. the tasks are flushed, so a task may still use request-scoped resources (a DB session).
-            if batch := self._take():
-                await self._flush(batch, exc, escaped)
+            if (flushing := self._flush(exc, escaped)) is not None:
+                await flushing
             # 4. request-scoped dependencies are torn down, last-in first-out.
             if self.exit_stack:
                 error = await unwind(self.exit_stack, exc)
                 if error is not exc and isinstance(error, anyio.get_cancelled_exc_class()):  # cancelled in teardown
                     return await self._abandon(error, "the scope was cancelled while exiting")
                 # 5. tasks added during teardown are flushed too (and after this, adding one is an error).
-                if batch := self._take():
-                    await self._flush(batch, exc, escaped)
+                if (flushing := self._flush(exc, escaped)) is not None:
+                    await flushing
             else:
                 error = exc
         except anyio.get_cancelled_exc_class() as stopped:  # cancelled from outside while flushing (a shutdown)
@@ -236,39 +237,67 @@ class Scope:
             self._skip(left, f"background task(s) not run because {why}", TaskState.CANCELLED)
         return cancelled
 
-    def _take(self) -> list[Task]:
-        """The tasks pending now, taken for a flush (none when no task was ever added)."""
-        collector = self._collector
-        return [] if collector is None else collector.take()
+    def _flush(self, exc: BaseException | None, escaped: list[BaseException]) -> Coroutine[Any, Any, None] | None:
+        """Flush the pending tasks (see :meth:`_flushing`); ``None`` if that is done already, else what does the rest.
 
-    async def _flush(self, batch: list[Task], exc: BaseException | None, escaped: list[BaseException]) -> None:
-        """Hand ``batch``, the pending tasks just taken, to the container's flusher, then the tasks they added, batch
-        after batch; or, when the body raised (or something escaped an earlier batch), skip and log them unless the
-        container runs tasks on error. What escapes the flusher is kept in ``escaped``, and the batch's tasks it did
-        not get to are logged by name."""
+        The common case, a body that succeeded and no task observer, hands the batch over here: with the default
+        flusher, tasks that never suspend then run without a coroutine of the exit's own.
+        """
+        collector = self._collector
+        if collector is None or not (batch := collector.take()):
+            return None
+        container = self.container
+        if exc is not None or escaped or container.task_observer is not None:
+            return self._flushing(batch, None, exc, escaped)
+        try:
+            rest = self._hand_over(batch)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as stopped:  # noqa: BLE001  # handled as if it were raised by the awaited rest
+            rest = raise_later(stopped)
+        if rest is not None:
+            return self._flushing(batch, rest, exc, escaped)
+        batch = collector.take()  # what the batch's tasks added
+        return None if not batch else self._flushing(batch, None, exc, escaped)
+
+    async def _flushing(
+        self, batch: list[Task], rest: Awaitable[None] | None, exc: BaseException | None, escaped: list[BaseException]
+    ) -> None:
+        """Hand ``batch``, the pending tasks just taken, to the container's flusher (``rest``: what is left to await of
+        a batch already handed over), then the tasks they add, batch after batch; or, when the body raised (or
+        something escaped an earlier batch), skip and log them unless the container runs tasks on error. What escapes
+        the flusher is kept in ``escaped``, and the batch's tasks it did not get to are logged by name."""
         collector = self._collector
         assert collector is not None  # checked by the caller, not user input
         observer = self.container.task_observer
         while batch:
-            finished = None if observer is None else self._observe_flush(observer, batch)
+            finished = None
             try:
-                why = self._skip_reason(exc, escaped)
-                if why is not None:
-                    self._skip(batch, why)
-                else:
-                    try:
-                        await self.container.flusher.flush(batch)
-                    except anyio.get_cancelled_exc_class():
-                        raise
-                    except BaseException as stopped:  # noqa: BLE001  # propagates after the rest of the exit
-                        escaped.append(stopped)
-                        left = [task for task in batch if task.state is TaskState.PENDING]
-                        why = f"background task(s) not run because {type(stopped).__name__} stopped the flush"
-                        self._skip(left, why)
+                if rest is None:
+                    finished = None if observer is None else self._observe_flush(observer, batch)
+                    why = self._skip_reason(exc, escaped)
+                    if why is not None:
+                        self._skip(batch, why)
+                    else:
+                        rest = self._hand_over(batch)
+                if rest is not None:
+                    await rest
+            except anyio.get_cancelled_exc_class():
+                raise
+            except BaseException as stopped:  # noqa: BLE001  # propagates after the rest of the exit
+                escaped.append(stopped)
+                left = [task for task in batch if task.state is TaskState.PENDING]
+                self._skip(left, f"background task(s) not run because {type(stopped).__name__} stopped the flush")
             finally:
                 if finished is not None:
                     finished()
+            rest = None
             batch = collector.take()  # what the batch's tasks added
+
+    def _hand_over(self, batch: list[Task]) -> Awaitable[None] | None:
+        """Give ``batch`` to the container's flusher: started at once when it is a FlushStarter (the default is)."""
+        starter = self.container.flush_starter
+        return self.container.flusher.flush(batch) if starter is None else starter.start_flush(batch)
 
     def _skip_reason(self, exc: BaseException | None, escaped: list[BaseException]) -> str | None:
         """Why a batch is not run (something stopped the flush, or the body raised), or ``None`` to run it."""

@@ -20,7 +20,7 @@ from ._flush import Flusher, TaskChecker
 from ._inspect import EMPTY, Kind, kind_of, qualname
 from ._plan import Plan
 from ._solver import solve
-from ._util import ThreadCall, cancelled_from_outside, leave_event_loop, thread_watch
+from ._util import ThreadCall, cancelled_from_outside, leave_event_loop, raise_later, thread_watch
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -357,12 +357,6 @@ def _result_into(task: Task, coro: Coroutine[Any, Any, Any]) -> Generator[Any, A
 types.coroutine(_result_into)  # marks the generator function, in place, as one that may delegate to a coroutine
 
 
-async def _raise(exc: BaseException) -> None:
-    """Raise ``exc`` when awaited: a task's first step that raised hands its error to the same handlers as a later
-    step's."""
-    raise exc
-
-
 class Task:
     """A handle on one background task.
 
@@ -559,7 +553,7 @@ class Task:
             driver = _result_into(self, coro)
             yielded = context.run(next, driver, _RETURNED)  # the first step, which often is the only one
         except BaseException as exc:  # noqa: BLE001  # recorded (or let through) by _outcome, as in a later step
-            return self._outcome(_raise(exc), finished)
+            return self._outcome(raise_later(exc), finished)  # the same handlers as a later step's
         if yielded is not _RETURNED:
             return self._outcome(resume_in_context(context, driver, yielded), finished)
         self.state = _SUCCEEDED  # what _outcome records, written out: this is every such task's path

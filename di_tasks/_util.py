@@ -52,6 +52,12 @@ async def cancelled_from_outside() -> bool:
     return False
 
 
+async def raise_later(exc: BaseException) -> None:
+    """Raise ``exc`` when awaited: an error met in the synchronous first part of a two-part operation (``Task.start``,
+    a scope's flush) goes to the handlers of the awaited rest."""
+    raise exc
+
+
 def leave_event_loop(context: contextvars.Context) -> None:
     """Make ``context``, copied on an event loop, say that no event loop runs, for code run in it in a worker
     thread: AnyIO does the same for its own worker threads, so ``anyio.run`` works there."""

@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from typing import Annotated
 
 import anyio
+import anyio.lowlevel
 import pytest
 
-from di_tasks import BackgroundTasks, Container, InProcessFlusher, Task, TaskState
+from di_tasks import BackgroundTasks, Container, Depends, InProcessFlusher, Task, TaskState
 
 pytestmark = pytest.mark.anyio
 
+torn_down: list[str] = []
+
+
+async def resource() -> AsyncIterator[int]:
+    """A request-scoped resource that records its teardown."""
+    yield 1
+    torn_down.append("teardown")
+
 
 async def test_the_default_flusher_is_the_path_tasks_take(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tasks of a default container run through InProcessFlusher.flush: the protocol is the default path."""
+    """Tasks of a default container run through InProcessFlusher.start_flush: the protocol is the default path."""
     seen: list[list[tuple[object, ...]]] = []
-    original = InProcessFlusher.flush
+    original = InProcessFlusher.start_flush
 
-    async def spy(self: InProcessFlusher, tasks: Sequence[Task], /) -> None:
+    def spy(self: InProcessFlusher, tasks: Sequence[Task], /) -> Awaitable[None] | None:
         seen.append([t.args for t in tasks])
-        await original(self, tasks)
+        return original(self, tasks)
 
-    monkeypatch.setattr(InProcessFlusher, "flush", spy)
+    monkeypatch.setattr(InProcessFlusher, "start_flush", spy)
     ran: list[int] = []
 
     async def job(n: int) -> None:
@@ -34,6 +44,65 @@ async def test_the_default_flusher_is_the_path_tasks_take(monkeypatch: pytest.Mo
     await Container().call(endpoint)
     assert ran == [1, 2]
     assert seen == [[(1,), (2,)]]
+
+
+async def test_a_flusher_that_starts_flushes_is_started_and_what_it_returns_is_awaited() -> None:
+    """A FlushStarter's start_flush is called instead of flush; what it returns is awaited before the teardown."""
+    events: list[str] = []
+
+    class Starter:
+        async def flush(self, tasks: Sequence[Task], /) -> None:
+            raise AssertionError("start_flush is called instead")
+
+        def start_flush(self, tasks: Sequence[Task], /) -> Awaitable[None] | None:
+            events.append(f"start {len(tasks)}")
+            return self._later(tasks)
+
+        async def _later(self, tasks: Sequence[Task]) -> None:
+            await anyio.lowlevel.checkpoint()
+            for task in tasks:
+                await task.run()
+            events.append(f"awaited before the teardown: {not torn_down}")
+
+    async def job() -> None:
+        events.append("job")
+
+    async def endpoint(tasks: BackgroundTasks, r: Annotated[int, Depends(resource)]) -> None:
+        tasks.add_task(job)
+
+    starter = Starter()
+    container = Container(flusher=starter)
+    assert container.flush_starter is starter
+    torn_down.clear()
+    await container.call(endpoint)
+    assert events == ["start 1", "job", "awaited before the teardown: True"]
+    assert torn_down == ["teardown"]
+
+
+async def test_a_flusher_whose_start_raises_stops_the_flush_like_one_whose_flush_raises() -> None:
+    """An error raised by start_flush itself is handled as one raised while awaiting a flush: the tasks not run are
+    logged and skipped, the teardown runs, and the error propagates."""
+
+    class Broken:
+        async def flush(self, tasks: Sequence[Task], /) -> None:
+            raise AssertionError("start_flush is called instead")
+
+        def start_flush(self, tasks: Sequence[Task], /) -> Awaitable[None] | None:
+            raise KeyboardInterrupt
+
+    async def job() -> None:
+        raise AssertionError("never run")
+
+    handle: list[Task] = []
+
+    async def endpoint(tasks: BackgroundTasks, r: Annotated[int, Depends(resource)]) -> None:
+        handle.append(tasks.add_task(job))
+
+    torn_down.clear()
+    with pytest.raises(KeyboardInterrupt):
+        await Container(flusher=Broken()).call(endpoint)
+    assert torn_down == ["teardown"]
+    assert handle[0].state is TaskState.SKIPPED
 
 
 async def test_a_flusher_of_ones_own_gets_every_batch_in_order() -> None:
