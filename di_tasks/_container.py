@@ -6,7 +6,7 @@ import functools
 import logging
 import types
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, Literal, Protocol, TypeVar, cast, overload
 
@@ -104,7 +104,7 @@ class Container:
         self.task_threads = task_threads
         self.run_tasks_on_error = run_tasks_on_error
         self.on_task_error: TaskErrorHook | None = _checked_hook(on_task_error)
-        self.concurrent_resolution = concurrent_resolution
+        self._concurrent_resolution = concurrent_resolution
         self.task_observer = task_observer
         self._sync_to_thread = sync_to_thread
         self.task_failures: int = 0
@@ -134,6 +134,12 @@ class Container:
     def values(self) -> Mapping[str, Any]:
         """The app-wide values by name given to the constructor (what app-scoped dependencies see)."""
         return self._values
+
+    @property
+    def concurrent_resolution(self) -> bool:
+        """Whether independent async dependencies of a call are resolved concurrently (set at construction: solved
+        plans keep it)."""
+        return self._concurrent_resolution
 
     @property
     def sync_to_thread(self) -> bool:
@@ -190,11 +196,12 @@ class Container:
         try:  # the common case, read inline: a fixed function solved before
             return self._plans.fixed[key]
         except (KeyError, TypeError):
-            return self._plans.get(
-                key,
-                lambda: solve(self._overrides, func, nargs, self.lifetimes, sync_to_thread=self._sync_to_thread),
-                func,
-            )
+            return self._plans.get(key, lambda: self._solve(func, nargs), func)
+
+    def _solve(self, func: Callable[..., Any], nargs: int) -> Plan:
+        plan = solve(self._overrides, func, nargs, self.lifetimes, sync_to_thread=self._sync_to_thread)
+        plan.concurrent = self._concurrent_resolution
+        return plan
 
     def task_spec(self, func: Callable[..., Any], /) -> TaskSpec:
         """What ``add_task`` knows of a task function: its checked signature and its own dependencies (cached).
@@ -240,30 +247,25 @@ class Container:
             plan = self._plans.fixed[(func, len(args)) if args else func]
         except (KeyError, TypeError):
             plan = self.plan(func, len(args))
-        run = self._direct(plan, args)
         merged = {**self._values, **values} if self._values else values
+        # the compiled form for a scope of its own: none before the plan's second call, nor for concurrent resolution
+        run = plan.run_fresh
         if run is not None and plan.pure and not self._injected:
             # Nothing to flush or tear down, and no function injected with this container exists that could resolve
             # in a scope of this call: it needs no scope of its own (a scope costs a fifth of a small resolution).
             return await run(self._bare_scope, args, merged, None)
-        scope = Scope(self, merged)
-        token = current_scope.set(scope)  # an injected helper called by func resolves in this scope too
+        # An injected function that func calls resolves in this scope, so it is made current; only when one exists:
+        # nothing else reads it, and making a scope current costs as much as the scope itself.
+        scope = Scope(self, merged, self._injected)  # current: see Scope
         try:
             coro = run(scope, args, merged, None) if run is not None else execute(plan, scope, args, merged, fresh=True)
             result = await coro
         except BaseException as exc:
-            current_scope.reset(token)
             await scope.close(exc)
             raise
-        current_scope.reset(token)
         if not scope.close_if_idle():
             await scope.close()
         return result
-
-    def _direct(self, plan: Plan, args: tuple[Any, ...]) -> Callable[..., Coroutine[Any, Any, Any]] | None:
-        """The compiled form of ``plan`` for a scope of its own, when it can be called with no dispatch (no positional
-        arguments, no concurrent resolution)."""
-        return None if args or self.concurrent_resolution else plan.run_fresh
 
     @overload
     def run(

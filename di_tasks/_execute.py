@@ -34,7 +34,7 @@ def execute(
     made for this call alone, so the form without request-cache lookups may run. Call-scoped generators are torn
     down before the coroutine returns.
     """
-    if scope.container.concurrent_resolution:
+    if plan.concurrent:  # never compiled: see Plan
         return resolve_concurrently(plan, scope, args, values, root_thread)
     if args and not plan.nargs:  # extra positional arguments the plan was not solved for: prepend them
         return interpret(plan, scope, args, values, root_thread)

@@ -133,6 +133,8 @@ class Plan:
         run: the compiled form (see ``_compile``), made on the plan's second execution; ``None`` before.
         run_fresh: the compiled form for a scope made for this one call, without request-cache lookups.
         fresh_ok: whether ``run_fresh`` may be used (no dependency is handed the ``Scope``).
+        concurrent: whether it is resolved concurrently, in child tasks (the container's ``concurrent_resolution``,
+            set when it is solved); such a plan is never compiled, so ``run`` and ``run_fresh`` stay ``None``.
         pure: whether the plan touches no scope state: no collector, ``Scope`` or ``Container`` handed out, no app
             value, no generator to tear down (see ``Container.call``).
         value_sources: every value looked up by name, checked before the first step runs.
@@ -142,8 +144,8 @@ class Plan:
     """
 
     __slots__ = (
-        "__weakref__", "filenames", "fresh_ok", "graph", "nargs", "pure", "run", "run_fresh", "source", "steps",
-        "uses", "value_sources",
+        "__weakref__", "concurrent", "filenames", "fresh_ok", "graph", "nargs", "pure", "run", "run_fresh", "source",
+        "steps", "uses", "value_sources",
     )  # fmt: skip
 
     def __init__(self, steps: tuple[Step, ...], graph: Graph, nargs: int) -> None:
@@ -152,6 +154,7 @@ class Plan:
         self.nargs: int = nargs
         self.run: Callable[..., Coroutine[Any, Any, Any]] | None = None
         self.run_fresh: Callable[..., Coroutine[Any, Any, Any]] | None = None
+        self.concurrent: bool = False
         sources = [src for step in steps for src in step.sources()]
         # a missing value fails the resolution before anything is called
         self.value_sources: tuple[FromValue, ...] = tuple(src for src in sources if type(src) is FromValue)

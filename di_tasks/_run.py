@@ -166,9 +166,9 @@ async def enter_generator(step: Step, pos: list[Any], kw: dict[str, Any], stack:
     return value
 
 
-async def _finish(entry: Teardown, exc: BaseException | None) -> bool:
-    """Run one generator past its ``yield`` (throwing ``exc`` in); whether it finished as it should. An async one
-    with no exception to throw in is finished by :func:`unwind` itself, without this coroutine."""
+async def _finish(entry: Teardown, exc: BaseException | None) -> BaseException | None:
+    """Run one generator past its ``yield`` (throwing ``exc`` in); return the error to go on with: ``exc``, or one
+    saying it yielded again. An async one with no exception to throw in is finished by :func:`unwind` itself."""
     gen = entry.gen
     try:
         if entry.is_async:
@@ -179,22 +179,28 @@ async def _finish(entry: Teardown, exc: BaseException | None) -> bool:
                 done = await anyio.to_thread.run_sync(next_or_done, gen)
             else:
                 done = await anyio.to_thread.run_sync(throw_or_done, gen, exc)
-            return done is MISSING or _yielded_again(entry)
+            if done is MISSING:
+                return exc
         elif exc is None:
             next(gen)
         else:
             gen.throw(exc)
     except (StopIteration, StopAsyncIteration):
-        return True
+        return exc
     if entry.is_async:
         await gen.aclose()
-        return False
-    return _yielded_again(entry)
+    else:
+        gen.close()
+    return _yielded_again(entry, exc)
 
 
-def _yielded_again(entry: Teardown) -> bool:
-    entry.gen.close()
-    return False
+def _yielded_again(entry: Teardown, exc: BaseException | None) -> BaseException:
+    """The error for a generator that yielded a second value (it was closed), chained to the current one."""
+    error = DITasksError(
+        f"generator dependency {entry.name} yielded more than once; a dependency must yield exactly one value"
+    )
+    error.__context__ = exc
+    return error
 
 
 async def unwind(stack: list[Teardown], exc: BaseException | None) -> BaseException | None:
@@ -209,27 +215,18 @@ async def unwind(stack: list[Teardown], exc: BaseException | None) -> BaseExcept
         try:
             if exc is None and entry.is_async:  # the common teardown, awaited here and not in a coroutine of its own
                 await entry.gen.__anext__()
-                await entry.gen.aclose()  # it yielded again
-                finished = False
+                await entry.gen.aclose()
+                exc = _yielded_again(entry, exc)
             else:
-                finished = await _finish(entry, exc)
+                exc = await _finish(entry, exc)
         except StopAsyncIteration:  # the async generator finished, as it should (_finish catches its own)
-            continue
+            pass
         except anyio.get_cancelled_exc_class() as cancelled:
             if cancelled is not exc and await cancelled_from_outside():
                 return await _unwind_shielded(stack, exc, cancelled, entry)
             exc = cancelled
-            continue
         except BaseException as new:  # noqa: BLE001  # the teardown's own error replaces the current one
-            if new is not exc:
-                exc = new
-            continue
-        if not finished:
-            error = DITasksError(
-                f"generator dependency {entry.name} yielded more than once; a dependency must yield exactly one value"
-            )
-            error.__context__ = exc
-            exc = error
+            exc = new
     return exc
 
 

@@ -67,12 +67,16 @@ class Scope:
         "label", "types", "values",
     )  # fmt: skip
 
-    def __init__(self, container: Container, values: dict[str, Any], *, guarded: bool = False) -> None:
+    def __init__(
+        self, container: Container, values: dict[str, Any], current: bool = False, *, guarded: bool = False
+    ) -> None:
         """Make a scope (users get one from ``container.scope()``).
 
         Args:
             container: the container it belongs to.
             values: values by name (the container's merged in by the caller).
+            current: make it the current scope (the one injected functions resolve in) now, in this context, until
+                its exit begins, as ``async with`` does at its entry (positional: a keyword costs a hot path a dict).
             guarded: whether its collector warns if the scope is garbage-collected before it exited: for scopes a
                 user holds; one that the opener closes in a ``finally`` needs no such guard.
         """
@@ -86,7 +90,7 @@ class Scope:
         self._collector: BackgroundTasks | None = None  # made on first use: many scopes never add a task
         self._guarded = guarded
         self._state = _OPEN
-        self._token: Token[Scope | None] | None = None
+        self._token: Token[Scope | None] | None = current_scope.set(self) if current else None
 
     @property
     def tasks(self) -> BackgroundTasks:
@@ -145,12 +149,16 @@ class Scope:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: types.TracebackType | None
     ) -> None:
-        if self._token is not None:
+        await self.close(exc)
+
+    def _leave(self) -> None:
+        """Stop being the current scope, as its exit begins (it was made current at its entry)."""
+        token = self._token
+        self._token = None
+        if token is not None:
             # exited in another context than it was entered in (e.g. a lifespan task): nothing to reset there
             with contextlib.suppress(ValueError):
-                current_scope.reset(self._token)
-            self._token = None
-        await self.close(exc)
+                current_scope.reset(token)
 
     def close_if_idle(self) -> bool:
         """Close at once, without a coroutine, when the body succeeded and there is nothing to flush or tear
@@ -163,6 +171,8 @@ class Scope:
                 return False
             collector.close()
         self._state = _CLOSED
+        if self._token is not None:
+            self._leave()
         return True
 
     async def close(self, exc: BaseException | None = None, *, raise_task_errors: bool = True) -> None:
@@ -179,6 +189,8 @@ class Scope:
             BaseException: a teardown raised, or a task let a ``BaseException`` through; it propagates after the
                 tasks were handled and every teardown ran.
         """
+        if self._token is not None:
+            self._leave()
         if (exc is None and self.close_if_idle()) or self._state != _OPEN:
             return
         self._state = _CLOSING
@@ -191,8 +203,8 @@ class Scope:
                 self._collector.close()
         if error is not None and error is not exc:
             raise error
-        if exc is None and raise_task_errors and self.container.task_failures != failures:  # a task failed
-            self._raise_task_errors()
+        if exc is None and raise_task_errors:
+            self._raise_task_errors(failures)
 
     async def _exit(self, exc: BaseException | None) -> BaseException | None:
         """The exit order, step by step as docs/explanation/exit-order.md lists it; returns the error to raise."""
@@ -246,19 +258,16 @@ class Scope:
         collector = self._collector
         if collector is None or not (batch := collector.take()):
             return None
-        container = self.container
-        if exc is not None or escaped or container.task_observer is not None:
+        if exc is not None or escaped or self.container.task_observer is not None:
             return self._flushing(batch, None, exc, escaped)
         try:
             rest = self._hand_over(batch)
-        except anyio.get_cancelled_exc_class():
-            raise
-        except BaseException as stopped:  # noqa: BLE001  # handled as if it were raised by the awaited rest
+        except BaseException as stopped:  # noqa: BLE001  # handled as if raised by the rest, in _flushing
             rest = raise_later(stopped)
         if rest is not None:
             return self._flushing(batch, rest, exc, escaped)
         batch = collector.take()  # what the batch's tasks added
-        return None if not batch else self._flushing(batch, None, exc, escaped)
+        return self._flushing(batch, None, exc, escaped) if batch else None
 
     async def _flushing(
         self, batch: list[Task], rest: Awaitable[None] | None, exc: BaseException | None, escaped: list[BaseException]
@@ -271,28 +280,32 @@ class Scope:
         assert collector is not None  # checked by the caller, not user input
         observer = self.container.task_observer
         while batch:
-            finished = None
+            finished = None if rest is not None or observer is None else self._observe_flush(observer, batch)
             try:
                 if rest is None:
-                    finished = None if observer is None else self._observe_flush(observer, batch)
-                    why = self._skip_reason(exc, escaped)
-                    if why is not None:
-                        self._skip(batch, why)
-                    else:
-                        rest = self._hand_over(batch)
+                    rest = self._start_batch(batch, exc, escaped)
                 if rest is not None:
                     await rest
             except anyio.get_cancelled_exc_class():
                 raise
             except BaseException as stopped:  # noqa: BLE001  # propagates after the rest of the exit
                 escaped.append(stopped)
-                left = [task for task in batch if task.state is TaskState.PENDING]
-                self._skip(left, f"background task(s) not run because {type(stopped).__name__} stopped the flush")
+                self._skip_left(batch, f"background task(s) not run because {type(stopped).__name__} stopped the flush")
             finally:
                 if finished is not None:
                     finished()
             rest = None
             batch = collector.take()  # what the batch's tasks added
+
+    def _start_batch(
+        self, batch: list[Task], exc: BaseException | None, escaped: list[BaseException]
+    ) -> Awaitable[None] | None:
+        """Skip and log ``batch`` if it is not to run (see :meth:`_skip_reason`), else hand it over; what is left."""
+        why = self._skip_reason(exc, escaped)
+        if why is None:
+            return self._hand_over(batch)
+        self._skip(batch, why)
+        return None
 
     def _hand_over(self, batch: list[Task]) -> Awaitable[None] | None:
         """Give ``batch`` to the container's flusher: started at once when it is a FlushStarter (the default is)."""
@@ -312,6 +325,11 @@ class Scope:
         return what to call once the batch was dealt with, if anything."""
         watch = getattr(observer, "flush_started", None)
         return None if watch is None else watch(self, batch)
+
+    @classmethod
+    def _skip_left(cls, batch: list[Task], why: str) -> None:
+        """Skip and log the tasks of ``batch`` still pending (something stopped its flush)."""
+        cls._skip([task for task in batch if task.state is TaskState.PENDING], why)
 
     @staticmethod
     def _skip(tasks: list[Task], why: str, state: TaskState = TaskState.SKIPPED) -> None:
@@ -333,8 +351,10 @@ class Scope:
             },
         )
 
-    def _raise_task_errors(self) -> None:
-        if self._collector is None:
+    def _raise_task_errors(self, failures: int) -> None:
+        """Raise BackgroundTaskError if a task failed during the exit: the container's count of failures has moved
+        from ``failures``, and a failed task is this scope's."""
+        if self.container.task_failures == failures or self._collector is None:
             return
         failed_state = TaskState.FAILED  # read once: enum member access is slow on CPython 3.11
         failed: list[Task] = [t for t in self._collector.all if t.state is failed_state]

@@ -35,9 +35,9 @@ from ._errors import BackgroundTaskError, DITasksError, format_path
 from ._flush import Flusher, TaskChecker
 from ._inspect import Kind, kind_of, qualname
 from ._markers import Depends
-from ._scope import Scope, current_scope
+from ._scope import Scope
 from ._solver import Solver
-from ._tasks import Task, TaskState, task_value_errors
+from ._tasks import Task, TaskObserver, TaskState, task_value_errors
 
 _library: contextvars.ContextVar[str | None] | None
 _current_library: Callable[[], str] | None
@@ -106,6 +106,8 @@ class CapturedTasks(Sequence[Task]):
         # The context each task was added in: marking a task handed off drops it (only a finished task should), and
         # the task must run in it later, as in production, never in a context shared with other tasks or threads.
         self._contexts: list[contextvars.Context] = []
+        # the batch a scope is about to flush, and that scope, as told by _ExitWatch (see capture_tasks)
+        self._exiting: tuple[Sequence[Task], Scope] | None = None
 
     # -- Flusher and TaskChecker ---------------------------------------------------------------------------
 
@@ -118,8 +120,15 @@ class CapturedTasks(Sequence[Task]):
         Raises:
             TimeoutError: held for ``hold_timeout`` seconds without :meth:`run` being awaited.
         """
+        exiting, self._exiting = self._exiting, None
+        await self._capture(tasks, exiting[1] if exiting is not None and exiting[0] is tasks else None)
+
+    async def _capture(self, tasks: Sequence[Task], scope: Scope | None) -> None:
+        """Record ``tasks``, flushed by ``scope`` (when known), and hold that scope's exit if it is worth it."""
         overrides = dict(self.container.overrides)
-        worth_holding = self.hold and _tears_down_later(tasks)
+        # only when the scope still has request-scoped dependencies to tear down does holding its exit change
+        # anything (tasks added during teardown are flushed after it)
+        worth_holding = self.hold and scope is not None and bool(scope.exit_stack)
         first = len(self._tasks)
         for task in tasks:
             context = task.context
@@ -331,14 +340,25 @@ class _Hold:
         self.loop = anyio.lowlevel.current_token()
 
 
-def _tears_down_later(tasks: Sequence[Task]) -> bool:
-    """Whether the scope these tasks were added in still has request-scoped dependencies to tear down: only
-    then does holding its exit change anything (tasks added during teardown are flushed after it)."""
-    for task in tasks:
-        scope = task.context.get(current_scope)
-        if scope is not None and scope.exit_stack:
-            return True
-    return False
+class _ExitWatch:
+    """The container's task observer while a capture holds scopes: tells the capture which scope is flushing each batch
+    (the FlushObserver method, called just before the flush), and passes every call on to the observer it replaced."""
+
+    def __init__(self, inner: TaskObserver | None, captured: CapturedTasks) -> None:
+        self.inner = inner
+        self.captured = captured
+
+    @property
+    def enabled(self) -> bool:
+        return self.inner is not None and self.inner.enabled
+
+    def task_started(self, task: Task, /) -> Callable[[], object] | None:
+        return None if self.inner is None else self.inner.task_started(task)
+
+    def flush_started(self, scope: Scope, tasks: Sequence[Task], /) -> Callable[[], object] | None:
+        self.captured._exiting = (tasks, scope)
+        watch = getattr(self.inner, "flush_started", None)
+        return None if watch is None else watch(scope, tasks)  # the replaced observer watches flushes too
 
 
 class _ScopeCapture:
@@ -354,7 +374,7 @@ class _ScopeCapture:
         ours = [t for t in tasks if id(t) in mine]
         others = [t for t in tasks if id(t) not in mine]
         if ours:
-            await self.captured.flush(ours)
+            await self.captured._capture(ours, self.scope)
         if others:
             await self.delegate.flush(others)
 
@@ -411,16 +431,18 @@ def capture_tasks(
         container = target.container
     else:
         raise TypeError(f"capture_tasks() takes a Container or a Scope, got {target!r}")
-    previous = container.flusher
+    previous, observer = container.flusher, container.task_observer
     captured = CapturedTasks(container, container.task_checker, hold=hold, hold_timeout=hold_timeout)
     if isinstance(target, Scope):
         container.flusher = _ScopeCapture(target, captured, previous)
     else:
         container.flusher = captured
+        if hold:  # which scope exits is told by the FlushObserver seam, watched while the block lasts
+            container.task_observer = _ExitWatch(observer, captured)
     try:
         yield captured
     finally:
-        container.flusher = previous
+        container.flusher, container.task_observer = previous, observer
         captured.release()
 
 
