@@ -263,8 +263,9 @@ class Container:
         except BaseException as exc:
             await scope.close(exc)
             raise
-        if not scope.close_if_idle():
-            await scope.close()
+        rest = scope.start_close()
+        if rest is not None:
+            await rest
         return result
 
     @overload

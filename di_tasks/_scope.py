@@ -160,23 +160,9 @@ class Scope:
             with contextlib.suppress(ValueError):
                 current_scope.reset(token)
 
-    def close_if_idle(self) -> bool:
-        """Close at once, without a coroutine, when the body succeeded and there is nothing to flush or tear
-        down (the common case); return whether it did. Otherwise leave the exit to :meth:`close`."""
-        if self._state != _OPEN or self.exit_stack:
-            return False
-        collector = self._collector
-        if collector is not None:
-            if len(collector):
-                return False
-            collector.close()
-        self._state = _CLOSED
-        if self._token is not None:
-            self._leave()
-        return True
-
     async def close(self, exc: BaseException | None = None, *, raise_task_errors: bool = True) -> None:
-        """Exit the scope in the documented order (see :meth:`_exit`).
+        """Exit the scope in the documented order (docs/explanation/exit-order.md): :meth:`start_close`, then what it
+        leaves to wait for.
 
         Args:
             exc: the exception the body raised, if any: pending tasks are then skipped (and logged) unless the
@@ -189,50 +175,90 @@ class Scope:
             BaseException: a teardown raised, or a task let a ``BaseException`` through; it propagates after the
                 tasks were handled and every teardown ran.
         """
+        rest = self.start_close(exc, raise_task_errors=raise_task_errors)
+        if rest is not None:
+            await rest
+
+    def start_close(
+        self, exc: BaseException | None = None, *, raise_task_errors: bool = True
+    ) -> Coroutine[Any, Any, None] | None:
+        """Begin :meth:`close` and do what needs no waiting now: return ``None`` when the scope has closed, else what
+        does the rest (await it). Same arguments and errors as :meth:`close`.
+
+        A scope whose tasks all finish without suspending and that has nothing to tear down closes here, without a
+        coroutine (``Task.start`` and :class:`~di_tasks.FlushStarter` do the same for a task and a flush).
+        """
         if self._token is not None:
             self._leave()
-        if (exc is None and self.close_if_idle()) or self._state != _OPEN:
-            return
+        if self._state != _OPEN:
+            return None
+        if exc is None and not self.exit_stack and self._collector is None:  # nothing to do: the common case
+            self._state = _CLOSED
+            return None
         self._state = _CLOSING
         failures = self.container.task_failures
-        try:
-            error = await self._exit(exc)
-        finally:
-            self._state = _CLOSED
-            if self._collector is not None:
-                self._collector.close()
-        if error is not None and error is not exc:
-            raise error
-        if exc is None and raise_task_errors:
-            self._raise_task_errors(failures)
-
-    async def _exit(self, exc: BaseException | None) -> BaseException | None:
-        """The exit order, step by step as docs/explanation/exit-order.md lists it; returns the error to raise."""
         if exc is not None and isinstance(exc, anyio.get_cancelled_exc_class()):
-            # a cancelled body: no task runs, teardowns run to completion
-            return await self._abandon(exc, "the scope's body was cancelled")
+            return self._exit_cancelled(exc)
+        # 1. the body has returned, or raised ``exc`` (for ASGI: the response has been sent).
+        # 2. call-scoped dependencies were torn down when the call returned (``_run.end_call``).
+        # 3. the tasks are flushed, so a task may still use request-scoped resources (a DB session): started here.
         escaped: list[BaseException] = []  # what a task or the flusher let through (KeyboardInterrupt, SystemExit)
+        flushing = self._flush(exc, escaped)
+        if flushing is None and not self.exit_stack:  # nothing to wait for: steps 4 and 5 have nothing to do
+            self._mark_closed()
+            self._end(exc, exc, failures, raise_task_errors)  # nothing escaped: only an awaited flush adds to escaped
+            return None
+        return self._exit(exc, flushing, escaped, failures, raise_task_errors)
+
+    async def _exit(
+        self,
+        exc: BaseException | None,
+        flushing: Awaitable[None] | None,
+        escaped: list[BaseException],
+        failures: int,
+        raise_task_errors: bool,
+    ) -> None:
+        """The exit from where :meth:`start_close` left it: the rest of the flush (``flushing``), then steps 4 and 5."""
+        error = exc
         try:
-            # 1. the body has returned, or raised ``exc`` (for ASGI: the response has been sent).
-            # 2. call-scoped dependencies were torn down when the call returned (``_run.end_call``).
-            # 3. the tasks are flushed, so a task may still use request-scoped resources (a DB session).
-            if (flushing := self._flush(exc, escaped)) is not None:
+            if flushing is not None:
                 await flushing
             # 4. request-scoped dependencies are torn down, last-in first-out.
             if self.exit_stack:
                 error = await unwind(self.exit_stack, exc)
                 if error is not exc and isinstance(error, anyio.get_cancelled_exc_class()):  # cancelled in teardown
-                    return await self._abandon(error, "the scope was cancelled while exiting")
+                    await self._abandon(error, "the scope was cancelled while exiting")
+                    escaped.insert(0, error)  # it propagates first
                 # 5. tasks added during teardown are flushed too (and after this, adding one is an error).
-                if (flushing := self._flush(exc, escaped)) is not None:
+                elif (flushing := self._flush(exc, escaped)) is not None:
                     await flushing
-            else:
-                error = exc
         except anyio.get_cancelled_exc_class() as stopped:  # cancelled from outside while flushing (a shutdown)
             await self._abandon(stopped, "the scope was cancelled while exiting")
             raise
+        finally:
+            self._mark_closed()
         # what escaped the flush propagates now that every task was run or logged and every teardown ran
-        return escaped[0] if escaped else error
+        self._end(exc, escaped[0] if escaped else error, failures, raise_task_errors)
+
+    async def _exit_cancelled(self, exc: BaseException) -> None:
+        """The exit of a cancelled body: no task runs, teardowns run to completion; the caller re-raises ``exc``."""
+        try:
+            await self._abandon(exc, "the scope's body was cancelled")
+        finally:
+            self._mark_closed()
+
+    def _mark_closed(self) -> None:
+        self._state = _CLOSED
+        if self._collector is not None:
+            self._collector.close()
+
+    def _end(self, exc: BaseException | None, error: BaseException | None, failures: int, raise_errors: bool) -> None:
+        """Raise what the exit must: ``error`` when it is not the body's own ``exc`` (a teardown's, what escaped a
+        task), else :class:`BackgroundTaskError` if a task failed, the body succeeded and ``raise_errors``."""
+        if error is not None and error is not exc:
+            raise error
+        if exc is None and raise_errors and self.container.task_failures != failures:
+            self._raise_task_errors()
 
     async def _abandon(self, cancelled: BaseException, why: str) -> BaseException:
         """Cancelled (the body, or the exit itself from outside): still release request-scoped resources, shielded,
@@ -351,10 +377,8 @@ class Scope:
             },
         )
 
-    def _raise_task_errors(self, failures: int) -> None:
-        """Raise BackgroundTaskError if a task failed during the exit: the container's count of failures has moved
-        from ``failures``, and a failed task is this scope's."""
-        if self.container.task_failures == failures or self._collector is None:
+    def _raise_task_errors(self) -> None:
+        if self._collector is None:
             return
         failed_state = TaskState.FAILED  # read once: enum member access is slow on CPython 3.11
         failed: list[Task] = [t for t in self._collector.all if t.state is failed_state]
