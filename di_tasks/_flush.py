@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -83,10 +83,11 @@ class InProcessFlusher:
         """
         if self.concurrency > 1 and len(tasks) > 1:
             return self._concurrently(tasks)
-        for i, task in enumerate(tasks):  # the default: in order, on the scope's own task
+        following = iter(tasks)  # the default: in order, on the scope's own task
+        for task in following:
             rest = task.start()
             if rest is not None:
-                return _in_order_after(rest, tasks, i + 1)
+                return _in_order_after(rest, following)
         return None
 
     async def _concurrently(self, tasks: Sequence[Task]) -> None:
@@ -101,10 +102,10 @@ class InProcessFlusher:
                 tg.start_soon(run_one, task)
 
 
-async def _in_order_after(rest: Awaitable[None], tasks: Sequence[Task], following: int) -> None:
+async def _in_order_after(rest: Awaitable[None], following: Iterator[Task]) -> None:
     """Finish a task that suspended, then run the ones after it, in order."""
     await rest
-    for task in tasks[following:]:
+    for task in following:
         rest_of_task = task.start()
         if rest_of_task is not None:
             await rest_of_task
