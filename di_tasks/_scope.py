@@ -151,14 +151,12 @@ class Scope:
     ) -> None:
         await self.close(exc)
 
-    def _leave(self) -> None:
-        """Stop being the current scope, as its exit begins (it was made current at its entry)."""
-        token = self._token
+    def _leave(self, token: Token[Scope | None]) -> None:
+        """Stop being the current scope, as its exit begins (``token``: from when it was made current)."""
         self._token = None
-        if token is not None:
-            # exited in another context than it was entered in (e.g. a lifespan task): nothing to reset there
-            with contextlib.suppress(ValueError):
-                current_scope.reset(token)
+        # exited in another context than it was entered in (e.g. a lifespan task): nothing to reset there
+        with contextlib.suppress(ValueError):
+            current_scope.reset(token)
 
     async def close(self, exc: BaseException | None = None, *, raise_task_errors: bool = True) -> None:
         """Exit the scope in the documented order (docs/explanation/exit-order.md): :meth:`start_close`, then what it
@@ -189,7 +187,7 @@ class Scope:
         coroutine (``Task.start`` and :class:`~di_tasks.FlushStarter` do the same for a task and a flush).
         """
         if self._token is not None:
-            self._leave()
+            self._leave(self._token)
         if self._state != _OPEN:
             return None
         if exc is None and not self.exit_stack and self._collector is None:  # nothing to do: the common case

@@ -149,3 +149,28 @@ def test_concurrency_below_one_is_refused() -> None:
     """InProcessFlusher(concurrency=0) fails at construction with the value in the message."""
     with pytest.raises(ValueError, match="at least 1, got 0"):
         InProcessFlusher(concurrency=0)
+
+
+async def test_a_flusher_of_ones_own_may_hand_tasks_to_the_in_process_flusher() -> None:
+    """InProcessFlusher.flush, called by a flusher of one's own, runs the tasks, those that finish at once included."""
+    ran: list[int] = []
+
+    class Counting:
+        def __init__(self) -> None:
+            self.inner = InProcessFlusher()
+            self.seen = 0
+
+        async def flush(self, tasks: Sequence[Task], /) -> None:
+            self.seen += len(tasks)
+            await self.inner.flush(tasks)
+
+    async def job(n: int) -> None:
+        ran.append(n)
+
+    async def endpoint(tasks: BackgroundTasks) -> None:
+        tasks.add_task(job, 1)
+        tasks.add_task(job, 2)
+
+    flusher = Counting()
+    await Container(flusher=flusher).call(endpoint)
+    assert (flusher.seen, ran) == (2, [1, 2])

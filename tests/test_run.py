@@ -156,3 +156,46 @@ async def test_the_scope_is_handed_to_a_dependency_that_asks() -> None:
 
     async with container.scope() as scope:
         assert await scope.call(which) is scope
+
+
+async def test_an_async_generator_that_yields_again_on_an_error_is_closed_and_reported() -> None:
+    """unwind: an async generator that yields again when the body's error is thrown in is closed, and reported by
+    name with the body's error as context."""
+    closed: list[bool] = []
+
+    async def twice() -> AsyncIterator[int]:
+        try:
+            yield 1
+        except ValueError:
+            try:
+                yield 2
+            finally:
+                closed.append(True)
+
+    gen = twice()
+    await gen.__anext__()
+    body = ValueError("body")
+    error = await unwind([Teardown(gen, True, False, "twice")], body)
+    assert isinstance(error, DITasksError)
+    assert "twice yielded more than once" in str(error)
+    assert error.__context__ is body
+    assert closed == [True]
+
+
+async def test_a_generator_in_a_thread_that_yields_twice_is_an_error_after_teardown() -> None:
+    """unwind: a sync generator torn down in a worker thread that yields again is closed and reported by name."""
+    closed: list[bool] = []
+
+    def twice() -> Iterator[int]:
+        try:
+            yield 1
+            yield 2
+        finally:
+            closed.append(True)
+
+    gen = twice()
+    next(gen)
+    error = await unwind([Teardown(gen, False, True, "twice")], None)
+    assert isinstance(error, DITasksError)
+    assert "twice yielded more than once" in str(error)
+    assert closed == [True]

@@ -471,3 +471,96 @@ async def test_a_thread_generator_that_handles_the_error_keeps_the_body_error() 
     with pytest.raises(ValueError, match="body failed"):
         await Container().call(uses_thread_rollback)
     assert EVENTS == ["rolled back in a thread"]
+
+
+async def test_a_teardown_that_fails_after_a_cancelled_body_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """A cancelled body's teardown still runs; if it raises, the error is logged and the cancellation goes on."""
+    torn: list[bool] = []
+
+    def broken() -> Iterator[int]:
+        try:
+            yield 1
+        finally:
+            torn.append(True)
+            raise RuntimeError("teardown broke")  # a teardown that fails, on purpose
+
+    async def body(x: Annotated[int, Depends(broken)]) -> None:
+        await anyio.sleep_forever()
+
+    with anyio.move_on_after(0.01) as deadline:
+        await Container().call(body)
+    assert deadline.cancelled_caught
+    assert torn == [True]
+    assert "tearing down a cancelled scope failed" in caplog.text
+    assert "teardown broke" in caplog.text
+
+
+async def test_a_task_failing_in_another_scope_while_this_one_exits_is_not_raised_here() -> None:
+    """The failed-task count is the container's: a task of another scope failing while this scope runs its tasks
+    or tears down does not make this scope raise; the other scope raises it."""
+    container = Container()
+    started = anyio.Event()
+    release = anyio.Event()
+
+    async def slow_ok() -> None:
+        started.set()
+        await release.wait()
+
+    async def failing() -> None:
+        raise ValueError("the other scope's")
+
+    async def slow_teardown() -> AsyncIterator[int]:
+        yield 1
+        started.set()
+        await release.wait()
+
+    async def with_a_task(tasks: BackgroundTasks) -> str:
+        tasks.add_task(slow_ok)
+        return "with a task"
+
+    async def with_a_teardown(x: Annotated[int, Depends(slow_teardown)]) -> str:
+        return "with a teardown"
+
+    async def fails(tasks: BackgroundTasks) -> None:
+        tasks.add_task(failing)
+
+    for endpoint in (with_a_task, with_a_teardown):
+        started, release = anyio.Event(), anyio.Event()
+        results: list[str] = []
+
+        async def run(endpoint: Any = endpoint, results: list[str] = results) -> None:
+            results.append(await container.call(endpoint))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            await started.wait()
+            with pytest.raises(BackgroundTaskError, match="failing"):
+                await container.call(fails)
+            release.set()
+        assert results == [endpoint.__name__.replace("_", " ")]
+
+
+async def test_tasks_added_during_teardown_after_a_task_stopped_the_flush_are_skipped_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A task that lets a BaseException through stops the flush: a task added afterwards, during teardown, is skipped
+    and logged with that reason, every teardown runs, and the BaseException propagates."""
+    added: list[Any] = []
+
+    async def stops() -> None:
+        raise KeyboardInterrupt
+
+    async def later() -> None:
+        raise AssertionError("never run")
+
+    def adds_in_teardown(tasks: BackgroundTasks) -> Iterator[int]:
+        yield 1
+        added.append(tasks.add_task(later))
+
+    async def body(tasks: BackgroundTasks, x: Annotated[int, Depends(adds_in_teardown)]) -> None:
+        tasks.add_task(stops)
+
+    with pytest.raises(KeyboardInterrupt):
+        await Container().call(body)
+    assert added[0].state is TaskState.SKIPPED
+    assert "not run because KeyboardInterrupt stopped the flush: " in caplog.text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -26,6 +26,7 @@ from di_tasks import (
     DependencyCycleError,
     Depends,
     DITasksError,
+    Scope,
     ScopeError,
     Task,
     TaskState,
@@ -739,6 +740,34 @@ async def test_a_held_task_runs_with_the_request_session_still_open() -> None:
             await captured.run()
     assert LOG == ["open", "insert ada", "closed"]
     assert [t.state for t in captured] == [TaskState.SUCCEEDED]
+
+
+async def test_a_hold_capture_passes_task_observations_on_to_the_containers_observer() -> None:
+    """While a capture holds scopes it watches their flushes through the FlushObserver seam, and the container's own
+    task observer still sees each task it runs, and every flush; both are back as they were after the block."""
+    seen: list[str] = []
+
+    class Watching:
+        enabled = True
+
+        def task_started(self, task: Task, /) -> Callable[[], object]:
+            seen.append(f"started {task.name}")
+            return lambda: seen.append(f"finished {task.name}")
+
+        def flush_started(self, scope: Scope, tasks: Sequence[Task], /) -> None:
+            seen.append(f"flush of {len(tasks)}")
+
+    observer = Watching()
+    container = Container(task_observer=observer)
+    with capture_tasks(container, hold=True) as captured:
+        assert container.task_observer is not observer
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(container.call, saves)
+            await captured.wait_for(1)
+            await captured.run()
+    assert container.task_observer is observer
+    assert seen == ["flush of 1", "started test_testing.save", "finished test_testing.save"]
+    assert LOG == ["open", "insert ada", "closed"]
 
 
 def save_then_fail(db: Connection) -> None:
