@@ -27,7 +27,7 @@ import anyio.to_thread
 from ._inspect import Kind
 from ._markers import Lifetime
 from ._plan import FromScope, FromStep, FromValue, Plan, Source, Special, Step, Teardown
-from ._run import end_call, enter_generator, fallback, no_yield, returned_coroutine
+from ._run import end_call, enter_generator, fallback, no_yield, returned_coroutine, start_end_call
 from ._util import MISSING
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ class Code:
             "partial": functools.partial,
             "run_sync": anyio.to_thread.run_sync,
             "end_call": end_call,
+            "start_end_call": start_end_call,
             "enter_generator": enter_generator,
         }
 
@@ -173,7 +174,8 @@ def generate(plan: Plan, *, fresh: bool = False, shared: Collection[Any] = ()) -
             with code.block("except BaseException as exc:"):
                 code.line("await end_call(call_stack, exc)")
                 code.line("raise")
-            code.line("await end_call(call_stack, None)")
+            with code.block("if (ending := start_end_call(call_stack)) is not None:"):
+                code.line("await ending")
         else:
             _body(code, plan, fresh=fresh, shared=shared)
         code.line(f"return v{last}")

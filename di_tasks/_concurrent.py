@@ -26,7 +26,7 @@ import anyio.abc
 
 from ._inspect import Kind
 from ._plan import FromStep, Plan, Step, Teardown
-from ._run import RootThread, check_values, end_call, interpret, resolve
+from ._run import RootThread, check_values, end_call, interpret, resolve, start_end_call
 
 if TYPE_CHECKING:
     from ._scope import Scope
@@ -96,7 +96,8 @@ async def resolve_concurrently(
     except BaseException as exc:
         await end_call(call_stack, exc)
         raise
-    await end_call(call_stack, None)
+    if (ending := start_end_call(call_stack)) is not None:
+        await ending
     return results[last]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import types
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
@@ -23,7 +23,7 @@ from ._graph import ValueNeed
 from ._inspect import EMPTY, Kind
 from ._markers import Lifetime
 from ._plan import FromScope, FromStep, FromValue, Plan, Source, Special, Step, Teardown
-from ._util import MISSING, cancelled_from_outside
+from ._util import MISSING, cancelled_from_outside, raise_later, resume
 
 if TYPE_CHECKING:  # executors are handed a scope; they read its public state only
     from ._scope import Scope
@@ -203,19 +203,22 @@ def _yielded_again(entry: Teardown, exc: BaseException | None) -> BaseException:
     return error
 
 
-async def unwind(stack: list[Teardown], exc: BaseException | None) -> BaseException | None:
+async def unwind(
+    stack: list[Teardown], exc: BaseException | None, started: tuple[Teardown, Awaitable[object]] | None = None
+) -> BaseException | None:
     """Tear generators down last-in first-out; return the exception to raise afterwards (if any).
 
     The body's exception is thrown into each generator so it can react, but a generator cannot swallow it:
     suppressing an error in teardown would hide it from the caller. An exception raised by a teardown replaces the
-    current one (chained) and is passed on to the next teardowns.
+    current one (chained) and is passed on to the next teardowns. ``started``: a teardown :func:`start_unwind` began
+    (already off the stack) and what to await for the rest of its step.
     """
-    while stack:
-        entry = stack.pop()
+    while stack or started is not None:
+        (entry, step), started = started or _next_teardown(stack, exc), None
         try:
-            if exc is None and entry.is_async:  # the common teardown, awaited here and not in a coroutine of its own
-                await entry.gen.__anext__()
-                await entry.gen.aclose()
+            if step is not None:  # the common teardown, awaited here and not in a coroutine of its own
+                await step
+                await entry.gen.aclose()  # it yielded again
                 exc = _yielded_again(entry, exc)
             else:
                 exc = await _finish(entry, exc)
@@ -228,6 +231,50 @@ async def unwind(stack: list[Teardown], exc: BaseException | None) -> BaseExcept
         except BaseException as new:  # noqa: BLE001  # the teardown's own error replaces the current one
             exc = new
     return exc
+
+
+def _next_teardown(stack: list[Teardown], exc: BaseException | None) -> tuple[Teardown, Awaitable[object] | None]:
+    """The next generator to tear down, and its step when it is an async one with no exception to throw in."""
+    entry = stack.pop()
+    return entry, (entry.gen.__anext__() if exc is None and entry.is_async else None)
+
+
+def start_unwind(stack: list[Teardown]) -> Coroutine[Any, Any, BaseException | None] | None:
+    """Begin ``unwind(stack, None)`` without a coroutine: tear down, last-in first-out, each generator whose teardown
+    ends at once, as it should (an async one that does not suspend, a sync one not run in a thread). At the first that
+    does anything else, return what goes on with it and the rest (await it for the error to raise); ``None`` when the
+    stack is empty, with nothing to raise."""
+    while stack:
+        if stack[-1].to_thread:  # a worker thread is waited for
+            return unwind(stack, None)
+        started = _start_teardown(stack.pop())
+        if started is not None:
+            return unwind(stack, None, started)
+    return None
+
+
+def _start_teardown(entry: Teardown) -> tuple[Teardown, Awaitable[object]] | None:
+    """Take a teardown's first step by hand: ``None`` if the generator ended there, as it should; else the entry and
+    what :func:`unwind` awaits in place of its step (the rest of a step that suspended, or what it raised)."""
+    gen = entry.gen
+    try:
+        if not entry.is_async:
+            next(gen)
+        else:
+            step = gen.__anext__()
+            return entry, resume(step, step.send(None))  # it suspended: unwind goes on with it
+    except StopAsyncIteration:
+        return None
+    except StopIteration:  # a sync generator ended; an async one yielded again, which unwind reports
+        return None if not entry.is_async else (entry, _yielded_value())
+    except BaseException as exc:  # noqa: BLE001  # the teardown's own error: unwind handles it as an awaited one's
+        return entry, raise_later(exc)
+    gen.close()  # the sync generator yielded again
+    return entry, raise_later(_yielded_again(entry, None))
+
+
+async def _yielded_value() -> None:
+    """What an async generator's step that yielded a value (instead of ending) gives when awaited: nothing."""
 
 
 async def _unwind_shielded(
@@ -257,6 +304,20 @@ async def end_call(call_stack: list[Teardown], exc: BaseException | None) -> Non
             if exc is not None:
                 raise error from None  # chained to the body's error through __context__
             raise error
+
+
+def start_end_call(call_stack: list[Teardown]) -> Coroutine[Any, Any, None] | None:
+    """``end_call(call_stack, None)``, the end of a call that returned, begun without a coroutine (see
+    :func:`start_unwind`): ``None`` when every call-scoped generator was torn down at once, as it should be; else what
+    finishes the teardown (await it: it raises what a teardown raised)."""
+    unwinding = start_unwind(call_stack)
+    return None if unwinding is None else _raise_what(unwinding)
+
+
+async def _raise_what(unwinding: Awaitable[BaseException | None]) -> None:
+    error = await unwinding
+    if error is not None:
+        raise error
 
 
 def exit_stack_of(step: Step, scope: Scope, call_stack: list[Teardown]) -> list[Teardown]:
@@ -342,5 +403,6 @@ async def interpret(
     except BaseException as exc:
         await end_call(call_stack, exc)
         raise
-    await end_call(call_stack, None)
+    if (ending := start_end_call(call_stack)) is not None:
+        await ending
     return results[last]

@@ -14,7 +14,7 @@ import anyio
 from ._errors import BackgroundTaskError, ScopeError
 from ._execute import execute
 from ._plan import Special, Teardown, register_special
-from ._run import unwind
+from ._run import start_unwind, unwind
 from ._tasks import BackgroundTasks, GuardedTasks, Task, TaskObserver, TaskState
 from ._util import raise_later
 
@@ -195,35 +195,50 @@ class Scope:
             return None
         self._state = _CLOSING
         failures = self.container.task_failures
-        if exc is not None and isinstance(exc, anyio.get_cancelled_exc_class()):
+        if exc is None:
+            return self._close_now(failures, raise_task_errors)
+        if isinstance(exc, anyio.get_cancelled_exc_class()):
             return self._exit_cancelled(exc)
+        escaped: list[BaseException] = []  # what a task or the flusher let through (KeyboardInterrupt, SystemExit)
+        return self._exit(exc, self._flush(exc, escaped), None, escaped, failures, raise_task_errors)
+
+    def _close_now(self, failures: int, raise_task_errors: bool) -> Coroutine[Any, Any, None] | None:
+        """The exit of a body that succeeded, as far as it goes without waiting: tasks that never suspend run, and
+        generators whose teardown ends at once are torn down. ``None`` when that was all; else what does the rest."""
         # 1. the body has returned, or raised ``exc`` (for ASGI: the response has been sent).
         # 2. call-scoped dependencies were torn down when the call returned (``_run.end_call``).
         # 3. the tasks are flushed, so a task may still use request-scoped resources (a DB session): started here.
         escaped: list[BaseException] = []  # what a task or the flusher let through (KeyboardInterrupt, SystemExit)
-        flushing = self._flush(exc, escaped)
-        if flushing is None and not self.exit_stack:  # nothing to wait for: steps 4 and 5 have nothing to do
+        flushing = self._flush(None, escaped)
+        unwinding = None
+        if flushing is None and self.exit_stack:  # the tasks are done: 4. and 5. begin here too
+            unwinding = start_unwind(self.exit_stack)
+            if unwinding is None:
+                flushing = self._flush(None, escaped)
+        if flushing is None and unwinding is None and not self.exit_stack:
             self._mark_closed()
-            self._end(exc, exc, failures, raise_task_errors)  # nothing escaped: only an awaited flush adds to escaped
+            self._end(None, None, failures, raise_task_errors)  # nothing escaped: only an awaited flush adds to it
             return None
-        return self._exit(exc, flushing, escaped, failures, raise_task_errors)
+        return self._exit(None, flushing, unwinding, escaped, failures, raise_task_errors)
 
     async def _exit(
         self,
         exc: BaseException | None,
         flushing: Awaitable[None] | None,
+        unwinding: Awaitable[BaseException | None] | None,
         escaped: list[BaseException],
         failures: int,
         raise_task_errors: bool,
     ) -> None:
-        """The exit from where :meth:`start_close` left it: the rest of the flush (``flushing``), then steps 4 and 5."""
+        """The exit from where :meth:`start_close` left it: what is left of the flush (``flushing``) and of the
+        teardown (``unwinding``), then the steps after them."""
         error = exc
         try:
             if flushing is not None:
                 await flushing
             # 4. request-scoped dependencies are torn down, last-in first-out.
-            if self.exit_stack:
-                error = await unwind(self.exit_stack, exc)
+            if unwinding is not None or self.exit_stack:
+                error = await (unwinding or unwind(self.exit_stack, exc))
                 if error is not exc and isinstance(error, anyio.get_cancelled_exc_class()):  # cancelled in teardown
                     await self._abandon(error, "the scope was cancelled while exiting")
                     escaped.insert(0, error)  # it propagates first

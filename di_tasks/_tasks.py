@@ -20,7 +20,7 @@ from ._flush import Flusher, TaskChecker
 from ._inspect import EMPTY, Kind, kind_of, qualname
 from ._plan import Plan
 from ._solver import solve
-from ._util import ThreadCall, cancelled_from_outside, leave_event_loop, raise_later, thread_watch
+from ._util import ThreadCall, cancelled_from_outside, go_on, leave_event_loop, raise_later, resume, thread_watch
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -313,34 +313,8 @@ def run_in_context(context: contextvars.Context, coro: Coroutine[Any, Any, T]) -
         yielded = context.run(coro.send, None)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]  # StopIteration.value is Any
-    return (yield from _resume(context, coro, yielded))
+    return (yield from go_on(coro, yielded, context))
 
-
-def _resume(
-    context: contextvars.Context, coro: Coroutine[Any, Any, T] | Generator[Any, Any, T], yielded: Any
-) -> Generator[Any, Any, T]:
-    """Drive ``coro`` on inside ``context`` after its first step suspended with ``yielded``.
-
-    Split from :func:`run_in_context` so a task that finishes without suspending (its first step) needs no
-    generator at all: ``Task.run`` takes that first step itself.
-    """
-    while True:
-        try:
-            value = yield yielded
-        except BaseException as exc:  # noqa: BLE001  # forwarded into the coroutine, which decides
-            try:
-                yielded = context.run(coro.throw, exc)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]  # StopIteration.value is Any
-        else:
-            try:
-                yielded = context.run(coro.send, value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]  # StopIteration.value is Any
-
-
-resume_in_context = types.coroutine(_resume)
-"""Go on driving a coroutine inside a context after its first step suspended (awaitable form of ``_resume``)."""
 
 _RETURNED: Final = object()  # what next() gives back when a driver has finished
 
@@ -555,7 +529,7 @@ class Task:
         except BaseException as exc:  # noqa: BLE001  # recorded (or let through) by _outcome, as in a later step
             return self._outcome(raise_later(exc), finished)  # the same handlers as a later step's
         if yielded is not _RETURNED:
-            return self._outcome(resume_in_context(context, driver, yielded), finished)
+            return self._outcome(resume(driver, yielded, context), finished)
         self.state = _SUCCEEDED  # what _outcome records, written out: this is every such task's path
         self._context = _DONE_CONTEXT  # see _finish
         if self._done is not None:

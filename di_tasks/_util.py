@@ -6,7 +6,8 @@ import asyncio
 import contextvars
 import inspect
 import threading
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Final, Generic, TypeVar
 
 import anyio
@@ -20,6 +21,7 @@ except ImportError:  # pragma: no cover  # the test extra installs trio, which d
 
 K = TypeVar("K")
 V = TypeVar("V")
+T = TypeVar("T")
 
 MISSING: Final[Any] = object()
 """Marks "no value" where ``None`` is a value (cache lookups, a worker thread's finished generator)."""
@@ -50,6 +52,33 @@ async def cancelled_from_outside() -> bool:
     except anyio.get_cancelled_exc_class():
         return True
     return False
+
+
+def go_on(
+    step: Coroutine[Any, Any, T] | Generator[Any, Any, T], yielded: Any, context: contextvars.Context | None = None
+) -> Generator[Any, Any, T]:
+    """Drive ``step`` (a coroutine, or an awaitable's iterator) on after its first step, taken by hand, suspended with
+    ``yielded``: each later step inside ``context`` when one is given (a task's own), else in the current context.
+
+    Taking the first step by hand lets what finishes without suspending (a task, a teardown) cost no coroutine.
+    """
+    while True:
+        try:
+            value = yield yielded
+        except BaseException as exc:  # noqa: BLE001  # forwarded into the coroutine, which decides
+            try:
+                yielded = step.throw(exc) if context is None else context.run(step.throw, exc)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]  # StopIteration.value is Any
+        else:
+            try:
+                yielded = step.send(value) if context is None else context.run(step.send, value)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]  # StopIteration.value is Any
+
+
+resume = types.coroutine(go_on)
+"""The awaitable form of :func:`go_on`."""
 
 
 async def raise_later(exc: BaseException) -> None:
