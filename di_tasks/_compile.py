@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import anyio.to_thread
 
-from ._inspect import Kind
+from ._inspect import EMPTY, Kind
 from ._markers import Lifetime
 from ._plan import FromScope, FromStep, FromValue, Plan, Source, Special, Step, Teardown
 from ._run import end_call, enter_generator, fallback, no_yield, returned_coroutine, start_end_call
@@ -99,7 +99,6 @@ _PROLOGUE: tuple[tuple[str, str], ...] = (
     ("app_cache", "app_cache = app.cache"),
     ("app_values", "app_values = container.values"),
     ("cache", "cache = scope.cache"),
-    ("types_", "types_ = scope.types"),
     ("tasks", "tasks = scope.tasks"),
     ("exit_stack", "exit_stack = scope.exit_stack"),
 )
@@ -111,7 +110,7 @@ def _source_locals(src: Source) -> tuple[str, ...]:
     if type(src) is FromScope:
         return (_SPECIAL_NAMES[src.what],)
     if type(src) is FromValue:
-        return ("app_values",) if src.app_only else ("types_",)
+        return ("app_values",) if src.app_only else ()
     return ()
 
 
@@ -215,7 +214,12 @@ def _value_lookups(code: Code, step: Step) -> None:
     for j, src in enumerate(named):
         if type(src) is FromValue:
             var = f"a{step.slot}_{j}"
-            lookup, bound = ("app_values", "{}") if src.app_only else ("values", "types_")
+            # a value missing by name is looked up by type in the scope (read then: rarely) or, for an app-scoped
+            # dependency, in nothing
+            lookup, bound = ("app_values", "{}") if src.app_only else ("values", "scope.types")
+            if src.bound is None and src.default is not EMPTY:  # what fallback gives: never bound by type, a default
+                code.line(f"{var} = {lookup}.get({src.name!r}, {code.ref(f'd{step.slot}_{j}', src.default)})")
+                continue
             code.line(f"{var} = {lookup}.get({src.name!r}, MISSING)")
             with code.block(f"if {var} is MISSING:"):
                 code.line(f"{var} = fallback({code.ref(f'src{step.slot}_{j}', src)}, {bound})")

@@ -222,7 +222,8 @@ class Container:
         Returns:
             The :class:`Scope`, an async context manager that yields itself and exits in the documented order.
         """
-        return Scope(self, {**self._values, **values} if self._values else values, guarded=True)
+        values = {**self._values, **values} if self._values else values
+        return Scope(self, values, False, True)  # made current when entered; guarded: the user holds it
 
     @overload
     async def call(self, func: Callable[..., Awaitable[T]], /, *args: Any, **values: Any) -> T: ...

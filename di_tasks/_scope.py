@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -68,7 +67,7 @@ class Scope:
     )  # fmt: skip
 
     def __init__(
-        self, container: Container, values: dict[str, Any], current: bool = False, *, guarded: bool = False
+        self, container: Container, values: dict[str, Any], current: bool = False, guarded: bool = False
     ) -> None:
         """Make a scope (users get one from ``container.scope()``).
 
@@ -76,9 +75,11 @@ class Scope:
             container: the container it belongs to.
             values: values by name (the container's merged in by the caller).
             current: make it the current scope (the one injected functions resolve in) now, in this context, until
-                its exit begins, as ``async with`` does at its entry (positional: a keyword costs a hot path a dict).
+                its exit begins, as ``async with`` does at its entry.
             guarded: whether its collector warns if the scope is garbage-collected before it exited: for scopes a
                 user holds; one that the opener closes in a ``finally`` needs no such guard.
+
+        The flags are passed by position on the hot paths: a keyword argument costs a call through a class a dict.
         """
         self.container: Container = container
         self.values: dict[str, Any] = values
@@ -149,14 +150,18 @@ class Scope:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: types.TracebackType | None
     ) -> None:
-        await self.close(exc)
+        rest = self.start_close(exc)  # close(), without a coroutine of its own
+        if rest is not None:
+            await rest
 
     def _leave(self, token: Token[Scope | None]) -> None:
         """Stop being the current scope, as its exit begins (``token``: from when it was made current)."""
         self._token = None
         # exited in another context than it was entered in (e.g. a lifespan task): nothing to reset there
-        with contextlib.suppress(ValueError):
+        try:  # noqa: SIM105  # contextlib.suppress would cost three calls on every scope's exit
             current_scope.reset(token)
+        except ValueError:
+            pass
 
     async def close(self, exc: BaseException | None = None, *, raise_task_errors: bool = True) -> None:
         """Exit the scope in the documented order (docs/explanation/exit-order.md): :meth:`start_close`, then what it

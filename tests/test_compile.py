@@ -300,6 +300,46 @@ def test_generated_source_is_straight_line_and_commented() -> None:
     assert namespace["c0"] is dep
 
 
+class Config:
+    """A class a value can be bound by (Scope.bind)."""
+
+    def __init__(self, name: str = "default") -> None:
+        self.name = name
+
+
+DEFAULT_CONFIG = Config()
+
+
+async def defaults(
+    n: int = 1, label: str = "x", config: Config = DEFAULT_CONFIG, *, needed: str
+) -> tuple[int, str, str, str]:
+    return n, label, config.name, needed
+
+
+def test_a_default_that_no_bound_type_can_replace_is_read_in_the_same_lookup() -> None:
+    """A value with a default and a builtin annotation is looked up with its default in one dict read; one whose
+    class may be bound by type, or with no default, goes through the fallback (type, then default, then error)."""
+    source, namespace = generate(Solver({}).solve(defaults, 0))
+    assert "a0_0 = values.get('n', d0_0)" in source
+    assert "a0_1 = values.get('label', d0_1)" in source
+    assert namespace["d0_0"] == 1
+    assert "a0_2 = values.get('config', MISSING)" in source
+    assert "fallback(src0_2, scope.types)" in source
+    assert "fallback(src0_3, scope.types)" in source  # no default: the fallback raises MissingValueError
+
+
+async def test_defaults_values_and_bound_types_give_the_same_results(mode: str) -> None:
+    """Defaults are used when nothing is given, values by name win, a value bound by type replaces a default."""
+    container = Container()
+    assert await container.call(defaults, needed="y") == (1, "x", "default", "y")
+    assert await container.call(defaults, needed="y", n=2, label="z") == (2, "z", "default", "y")
+    async with container.scope(needed="y") as scope:
+        scope.bind(Config, Config("bound"))
+        assert await scope.call(defaults) == (1, "x", "bound", "y")
+    with pytest.raises(MissingValueError, match="needed"):
+        await container.call(defaults)
+
+
 def test_keyword_parameters_after_a_hidden_one_stay_keywords() -> None:
     """A parameter hidden from the plan (filled by the caller) ends the run of positional arguments."""
 
@@ -326,7 +366,7 @@ async def test_tracebacks_show_the_generated_lines() -> None:
             await run(scope, (), scope.values, None)
     text = "".join(traceback.format_exception(info.value))
     assert "<di_tasks plan " in text
-    assert "fallback(src0_0, types_)" in text
+    assert "fallback(src0_0, scope.types)" in text
     assert plan.source.startswith("async def run(")
 
 
