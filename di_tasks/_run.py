@@ -295,15 +295,13 @@ async def _unwind_shielded(
     return cancelled
 
 
-async def end_call(call_stack: list[Teardown], exc: BaseException | None) -> None:
-    """Tear the call-scoped generators down when the call ends; raise what a teardown raised instead of the
-    body's ``exc`` (which the caller re-raises otherwise)."""
+async def end_call(call_stack: list[Teardown], exc: BaseException) -> None:
+    """Tear the call-scoped generators down when the call raised ``exc`` (:func:`start_end_call` when it returned);
+    raise what a teardown raised instead of ``exc`` (which the caller re-raises otherwise)."""
     if call_stack:
         error = await unwind(call_stack, exc)
         if error is not None and error is not exc:
-            if exc is not None:
-                raise error from None  # chained to the body's error through __context__
-            raise error
+            raise error from None  # chained to the body's error through __context__
 
 
 def start_end_call(call_stack: list[Teardown]) -> Coroutine[Any, Any, None] | None:

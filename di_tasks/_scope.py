@@ -195,8 +195,11 @@ class Scope:
             self._leave(self._token)
         if self._state != _OPEN:
             return None
-        if exc is None and not self.exit_stack and self._collector is None:  # nothing to do: the common case
+        collector = self._collector
+        if exc is None and not self.exit_stack and not collector:  # nothing to do (no task pending): the common case
             self._state = _CLOSED
+            if collector is not None:
+                collector.close()
             return None
         self._state = _CLOSING
         failures = self.container.task_failures
@@ -222,7 +225,9 @@ class Scope:
                 flushing = self._flush(None, escaped)
         if flushing is None and unwinding is None and not self.exit_stack:
             self._mark_closed()
-            self._end(None, None, failures, raise_task_errors)  # nothing escaped: only an awaited flush adds to it
+            # _end's second half: nothing escaped (only an awaited flush adds to it), and the body succeeded
+            if raise_task_errors and self.container.task_failures != failures:
+                self._raise_task_errors()
             return None
         return self._exit(None, flushing, unwinding, escaped, failures, raise_task_errors)
 

@@ -9,7 +9,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from di_tasks import BackgroundTasks, Container, Depends, InProcessFlusher, Task, TaskState
+from di_tasks import BackgroundTaskError, BackgroundTasks, Container, Depends, InProcessFlusher, Task, TaskState
 
 pytestmark = pytest.mark.anyio
 
@@ -174,3 +174,26 @@ async def test_a_flusher_of_ones_own_may_hand_tasks_to_the_in_process_flusher() 
     flusher = Counting()
     await Container(flusher=flusher).call(endpoint)
     assert (flusher.seen, ran) == (2, [1, 2])
+
+
+async def test_a_flusher_that_fails_tasks_as_it_starts_them_makes_the_scope_raise() -> None:
+    """Task failures recorded while a FlushStarter starts a flush, with nothing left to await, are raised by the
+    scope's exit as any other task failure is."""
+
+    class Refusing:
+        async def flush(self, tasks: Sequence[Task], /) -> None:
+            raise AssertionError("start_flush is called instead")
+
+        def start_flush(self, tasks: Sequence[Task], /) -> Awaitable[None] | None:
+            for task in tasks:
+                task.fail(RuntimeError("refused"), "was refused")
+            return None
+
+    async def job() -> None:
+        raise AssertionError("never run")
+
+    async def endpoint(tasks: BackgroundTasks) -> None:
+        tasks.add_task(job)
+
+    with pytest.raises(BackgroundTaskError, match="job"):
+        await Container(flusher=Refusing()).call(endpoint)

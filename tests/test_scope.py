@@ -564,3 +564,24 @@ async def test_tasks_added_during_teardown_after_a_task_stopped_the_flush_are_sk
         await Container().call(body)
     assert added[0].state is TaskState.SKIPPED
     assert "not run because KeyboardInterrupt stopped the flush: " in caplog.text
+
+
+async def test_a_scope_closed_in_another_context_than_it_was_entered_in_still_closes() -> None:
+    """A scope entered in one task and closed in another (a lifespan task, say) exits as usual: its tasks run and it
+    closes; the context it was entered in is the other task's, so there is nothing to reset here."""
+    ran: list[str] = []
+
+    async def job() -> None:
+        ran.append("job")
+
+    async def endpoint(tasks: BackgroundTasks) -> None:
+        tasks.add_task(job)
+
+    scope = Container().scope()
+    await scope.__aenter__()
+    await scope.call(endpoint)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(scope.close)  # a task of its own runs in a copy of this context
+    assert not scope.is_open
+    assert ran == ["job"]
+    current_scope.set(None)  # this test's own context still names it, as a task that entered it would
