@@ -307,29 +307,40 @@ class Scope:
         collector = self._collector
         if collector is None or not (batch := collector.take()):
             return None
-        if exc is not None or escaped or self.container.task_observer is not None:
+        if exc is not None or escaped:
             return self._flushing(batch, None, exc, escaped)
+        observer = self.container.task_observer
+        finished = None if observer is None else self._observe_flush(observer, batch)
         try:
             rest = self._hand_over(batch)
         except BaseException as stopped:  # noqa: BLE001  # handled as if raised by the rest, in _flushing
             rest = raise_later(stopped)
         if rest is not None:
-            return self._flushing(batch, rest, exc, escaped)
+            return self._flushing(batch, rest, exc, escaped, finished)
+        if finished is not None:
+            finished()
         batch = collector.take()  # what the batch's tasks added
         return self._flushing(batch, None, exc, escaped) if batch else None
 
     async def _flushing(
-        self, batch: list[Task], rest: Awaitable[None] | None, exc: BaseException | None, escaped: list[BaseException]
+        self,
+        batch: list[Task],
+        rest: Awaitable[None] | None,
+        exc: BaseException | None,
+        escaped: list[BaseException],
+        finished: Callable[[], object] | None = None,
     ) -> None:
-        """Hand ``batch``, the pending tasks just taken, to the container's flusher (``rest``: what is left to await of
-        a batch already handed over), then the tasks they add, batch after batch; or, when the body raised (or
-        something escaped an earlier batch), skip and log them unless the container runs tasks on error. What escapes
-        the flusher is kept in ``escaped``, and the batch's tasks it did not get to are logged by name."""
+        """Hand ``batch``, the pending tasks just taken, to the container's flusher, then the tasks they add, batch
+        after batch; or, when the body raised (or something escaped an earlier batch), skip and log them unless the
+        container runs tasks on error. What escapes the flusher is kept in ``escaped``, and the batch's tasks it did
+        not get to are logged by name. ``rest`` and ``finished``: what is left to await of a batch already handed over,
+        and what the task observer asked to be called once it has been dealt with."""
         collector = self._collector
         assert collector is not None  # checked by the caller, not user input
         observer = self.container.task_observer
         while batch:
-            finished = None if rest is not None or observer is None else self._observe_flush(observer, batch)
+            if rest is None:
+                finished = None if observer is None else self._observe_flush(observer, batch)
             try:
                 if rest is None:
                     rest = self._start_batch(batch, exc, escaped)
@@ -343,7 +354,7 @@ class Scope:
             finally:
                 if finished is not None:
                     finished()
-            rest = None
+            rest = finished = None
             batch = collector.take()  # what the batch's tasks added
 
     def _start_batch(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Annotated
 
 import anyio
@@ -197,3 +197,35 @@ async def test_a_flusher_that_fails_tasks_as_it_starts_them_makes_the_scope_rais
 
     with pytest.raises(BackgroundTaskError, match="job"):
         await Container(flusher=Refusing()).call(endpoint)
+
+
+@pytest.mark.parametrize("suspends", [False, True])
+async def test_a_flush_observer_hears_of_a_batch_before_it_starts_and_after_its_tasks(suspends: bool) -> None:
+    """A FlushObserver's flush_started comes before the batch's first task and what it returns is called after the
+    last, whether the tasks finished at once or one suspended first."""
+    events: list[str] = []
+
+    class Watching:
+        enabled = False
+
+        def task_started(self, task: Task, /) -> None:
+            raise AssertionError("not called: the observer is off")
+
+        def flush_started(self, scope: object, tasks: Sequence[Task], /) -> Callable[[], object]:
+            events.append(f"flush of {len(tasks)}")
+            return lambda: events.append("flushed")
+
+    async def first() -> None:
+        events.append("first")
+
+    async def second() -> None:
+        if suspends:
+            await anyio.lowlevel.checkpoint()
+        events.append("second")
+
+    async def endpoint(tasks: BackgroundTasks) -> None:
+        tasks.add_task(first)
+        tasks.add_task(second)
+
+    await Container(task_observer=Watching()).call(endpoint)
+    assert events == ["flush of 2", "first", "second", "flushed"]
