@@ -214,7 +214,7 @@ class Scope:
         """The exit of a body that succeeded, as far as it goes without waiting: tasks that never suspend run, and
         generators whose teardown ends at once are torn down. ``None`` when that was all; else what does the rest."""
         # 1. the body has returned, or raised ``exc`` (for ASGI: the response has been sent).
-        # 2. call-scoped dependencies were torn down when the call returned (``_run.end_call``).
+        # 2. call-scoped dependencies were torn down when the call returned (``_run.start_end_call``).
         # 3. the tasks are flushed, so a task may still use request-scoped resources (a DB session): started here.
         escaped: list[BaseException] = []  # what a task or the flusher let through (KeyboardInterrupt, SystemExit)
         flushing = self._flush(None, escaped)
@@ -225,9 +225,7 @@ class Scope:
                 flushing = self._flush(None, escaped)
         if flushing is None and unwinding is None and not self.exit_stack:
             self._mark_closed()
-            # _end's second half: nothing escaped (only an awaited flush adds to it), and the body succeeded
-            if raise_task_errors and self.container.task_failures != failures:
-                self._raise_task_errors()
+            self._end(None, None, failures, raise_task_errors)  # nothing escaped: only an awaited flush adds to it
             return None
         return self._exit(None, flushing, unwinding, escaped, failures, raise_task_errors)
 

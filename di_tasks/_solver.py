@@ -129,11 +129,8 @@ class Solver:
         hide: frozenset[str] = frozenset(),
         overridden: Callable[..., Any] | None = None,
     ) -> tuple[int, Node]:
-        to_thread = sync_to_thread and info.kind in (
-            Kind.SYNC,
-            Kind.CLASS,
-            Kind.GENERATOR,
-        )  # async ones stay on the loop
+        # async ones stay on the loop
+        to_thread = sync_to_thread and info.kind in (Kind.SYNC, Kind.CLASS, Kind.GENERATOR)
         node = Node(info.call, info.name, info.kind, lifetime, use_cache, to_thread, path, overridden=overridden)
         self._visiting.append(info.call)
         pos, kw, kwpos = self._arguments(info, node, path, nargs, hide)
